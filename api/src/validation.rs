@@ -1,0 +1,1 @@
+//! Per-kind validation (being written).
