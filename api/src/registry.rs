@@ -347,7 +347,9 @@ pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static Resou
 
 /// The resource of a kind in a group (for `apiVersion`/`kind` in a body).
 pub fn by_kind(group: &str, kind: &str) -> Option<&'static Resource> {
-    RESOURCES.iter().find(|r| r.group == group && r.kind == kind)
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.kind == kind)
 }
 
 /// The group/versions served, in the order discovery lists them.
@@ -400,7 +402,10 @@ mod tests {
             "deployments.apps"
         );
         assert!(lookup("apps", "v1", "pods").is_none());
-        assert_eq!(by_kind("networking.k8s.io", "Ingress").unwrap().plural, "ingresses");
+        assert_eq!(
+            by_kind("networking.k8s.io", "Ingress").unwrap().plural,
+            "ingresses"
+        );
     }
 
     #[test]

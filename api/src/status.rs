@@ -113,7 +113,9 @@ pub enum ApiError {
     Expired(String),
     #[error("the request entity is larger than the limit of {limit} bytes")]
     RequestEntityTooLarge { limit: usize },
-    #[error("the body of the request was in an unknown format - accepted media types include: {accepted}")]
+    #[error(
+        "the body of the request was in an unknown format - accepted media types include: {accepted}"
+    )]
     UnsupportedMediaType { accepted: String },
     #[error("the server does not allow this method on the requested resource")]
     MethodNotAllowed,
@@ -281,7 +283,10 @@ mod tests {
             status["message"],
             "Service \"x\" is invalid: spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535, inclusive"
         );
-        assert_eq!(status["details"]["causes"][0]["field"], "spec.ports[0].port");
+        assert_eq!(
+            status["details"]["causes"][0]["field"],
+            "spec.ports[0].port"
+        );
         assert!(status["details"].get("group").is_none());
     }
 

@@ -1,0 +1,68 @@
+//! Reading and writing the `metadata` of objects held as JSON.
+
+use serde_json::{Map, Value};
+
+/// Now, as Kubernetes writes timestamps (RFC 3339, whole seconds, UTC).
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// The object's `metadata`, created empty when missing or not an object.
+pub fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
+    if !object["metadata"].is_object() {
+        object["metadata"] = Value::Object(Map::new());
+    }
+    object["metadata"]
+        .as_object_mut()
+        .expect("metadata is an object")
+}
+
+pub fn str_field<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
+    object["metadata"][field].as_str().filter(|s| !s.is_empty())
+}
+
+pub fn name(object: &Value) -> Option<&str> {
+    str_field(object, "name")
+}
+
+pub fn resource_version(object: &Value) -> Option<&str> {
+    str_field(object, "resourceVersion")
+}
+
+pub fn is_deleting(object: &Value) -> bool {
+    str_field(object, "deletionTimestamp").is_some()
+}
+
+/// `metadata.finalizers`, empty when absent.
+pub fn finalizers(object: &Value) -> Vec<String> {
+    object["metadata"]["finalizers"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Everything but `metadata` and `status`: what a change to bumps
+/// `metadata.generation`.
+pub fn spec_of(object: &Value) -> Map<String, Value> {
+    object
+        .as_object()
+        .map(|map| {
+            map.iter()
+                .filter(|(k, _)| {
+                    !matches!(k.as_str(), "metadata" | "status" | "kind" | "apiVersion")
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn generation(object: &Value) -> i64 {
+    object["metadata"]["generation"].as_i64().unwrap_or(0)
+}

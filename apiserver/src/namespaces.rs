@@ -1,0 +1,171 @@
+//! Namespaces: the ones every cluster starts with, and the lifecycle that
+//! empties a deleted namespace before it goes (kube-controller-manager's
+//! namespace controller, run inside the apiserver).
+
+use std::time::Duration;
+
+use knit_api::registry::{self, Resource};
+use knit_api::{ApiError, Result};
+use serde_json::json;
+
+use crate::AppState;
+use crate::meta::is_deleting;
+use crate::objects::{self, DeleteOptions, guaranteed_update};
+use crate::request::{BodyType, Params, Target};
+use crate::store::ListQuery;
+
+/// Created on first start.
+pub const INITIAL: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// May never be deleted, as in Kubernetes.
+pub const UNDELETABLE: [&str; 3] = ["default", "kube-system", "kube-public"];
+
+/// The finalizer in `spec.finalizers` that holds a namespace until it is empty.
+const CONTENT_FINALIZER: &str = "kubernetes";
+
+fn namespaces() -> &'static Resource {
+    registry::lookup("", "v1", "namespaces").expect("namespaces are registered")
+}
+
+fn namespace_target(name: &str) -> Target {
+    Target {
+        resource: namespaces(),
+        namespace: None,
+        name: Some(name.to_string()),
+        subresource: None,
+    }
+}
+
+/// Creates the initial namespaces that do not exist yet.
+pub async fn bootstrap(state: &AppState) -> Result<()> {
+    let collection = Target {
+        name: None,
+        ..namespace_target("")
+    };
+    for name in INITIAL {
+        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        let body = serde_json::to_vec(&body).expect("static JSON");
+        match objects::create(
+            state,
+            &collection,
+            &Params::default(),
+            &body,
+            BodyType::Json,
+        )
+        .await
+        {
+            Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Empties and then removes deleted namespaces, until shutdown.
+pub async fn run_lifecycle(state: AppState) {
+    let mut changes = state.store.subscribe();
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        let busy = match finalize_terminating(&state).await {
+            Ok(busy) => busy,
+            Err(err) => {
+                tracing::warn!(error = %err, "namespace cleanup failed; retrying");
+                true
+            }
+        };
+        let next_look = if busy {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(60)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(next_look) => {}
+            _ = namespace_changed(&mut changes) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn namespace_changed(
+    changes: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<crate::store::Change>>,
+) {
+    loop {
+        match changes.recv().await {
+            Ok(change) if change.key.resource == "namespaces" => return,
+            Ok(_) => {}
+            // Behind: look anyway.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// One pass over deleting namespaces; returns whether any is still there.
+async fn finalize_terminating(state: &AppState) -> Result<bool> {
+    let page = state
+        .store
+        .list(ListQuery {
+            resource: "namespaces".into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut busy = false;
+    for ns in page.objects.iter().filter(|ns| is_deleting(ns)) {
+        busy = true;
+        let name = ns["metadata"]["name"].as_str().unwrap_or_default();
+        if delete_content(state, name).await? == 0 {
+            let target = namespace_target(name);
+            guaranteed_update(state, &target, None, false, &|current| {
+                let Some(list) = current["spec"]["finalizers"].as_array() else {
+                    return Ok(None);
+                };
+                let mut updated = current.clone();
+                updated["spec"]["finalizers"] = json!(
+                    list.iter()
+                        .filter(|f| *f != CONTENT_FINALIZER)
+                        .collect::<Vec<_>>()
+                );
+                Ok(Some(updated))
+            })
+            .await
+            .or_else(|err| match err {
+                ApiError::NotFound { .. } => Ok(json!({})),
+                err => Err(err),
+            })?;
+        }
+    }
+    Ok(busy)
+}
+
+/// Deletes every object in a namespace; returns how many there were.
+async fn delete_content(state: &AppState, namespace: &str) -> Result<usize> {
+    let mut found = 0;
+    for resource in registry::all().iter().filter(|r| r.namespaced) {
+        let page = state
+            .store
+            .list(ListQuery {
+                resource: resource.storage_name(),
+                namespace: Some(namespace.to_string()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        for object in &page.objects {
+            found += 1;
+            let target = Target {
+                resource,
+                namespace: Some(namespace.to_string()),
+                name: object["metadata"]["name"].as_str().map(str::to_string),
+                subresource: None,
+            };
+            match objects::delete(state, &target, &DeleteOptions::default()).await {
+                Ok(_) | Err(ApiError::NotFound { .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+    }
+    Ok(found)
+}
