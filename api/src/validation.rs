@@ -2390,6 +2390,37 @@ mod tests {
         assert_eq!(Path::new("").child("x").to_string(), "x");
     }
 
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn generated_labels_are_labels(s in "[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?") {
+                prop_assert!(is_dns1123_label(&s));
+                prop_assert!(is_dns1123_subdomain(&s));
+                prop_assert!(name_problems(NameRule::Label, &s).is_empty());
+            }
+
+            #[test]
+            fn predicates_agree_with_messages(s in "[-a-zA-Z0-9._/]{0,70}") {
+                prop_assert_eq!(is_dns1123_label(&s), name_problems(NameRule::Label, &s).is_empty());
+                prop_assert_eq!(
+                    is_dns1123_subdomain(&s),
+                    name_problems(NameRule::Subdomain, &s).is_empty()
+                );
+            }
+
+            #[test]
+            fn label_values_are_qualified_name_parts(s in "[-a-zA-Z0-9._]{1,63}") {
+                prop_assert_eq!(
+                    label_value_problems(&s).is_empty(),
+                    qualified_name_problems(&s).is_empty()
+                );
+            }
+        }
+    }
+
     // --- metadata ----------------------------------------------------------
 
     #[test]
