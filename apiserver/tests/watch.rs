@@ -259,3 +259,48 @@ async fn the_kube_runtime_watcher_follows_knit() {
         maps.delete(&name, &DeleteParams::default()).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_watcher_that_falls_behind_is_ended() {
+    use knit_apiserver::store::{Key, Store};
+    let api = common::start().await;
+    let request = http::Request::builder()
+        .uri(format!("{CONFIGMAPS}?watch=1&resourceVersion=1"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(api.router.clone(), request)
+        .await
+        .unwrap();
+    // Nobody reads the stream while far more changes happen than a watcher
+    // may hold back.
+    let total = 20_000;
+    let writes = (0..total).map(|i| {
+        let store = api.store.clone();
+        async move {
+            let name = format!("c{i}");
+            let object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default", "uid": name}});
+            store.create(Key::new("configmaps", "default", &name), object).await.unwrap();
+        }
+    });
+    futures::future::join_all(writes).await;
+
+    let mut body = response.into_body();
+    let mut delivered = 0;
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        use http_body_util::BodyExt;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                delivered += data.iter().filter(|b| **b == b'\n').count();
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the lagging watch must end, not wait for more"
+    );
+    assert!(
+        delivered < total,
+        "delivered {delivered} of {total}: nothing was cut off"
+    );
+}

@@ -36,7 +36,8 @@ use super::{
 pub struct History {
     /// Changes older than this are compacted.
     pub max_age: Duration,
-    /// At most this many changes are kept.
+    /// At most this many changes are kept (give or take a tenth: the
+    /// writer compacts when the log is a tenth over).
     pub max_entries: u64,
     /// How often compaction runs.
     pub interval: Duration,
@@ -47,7 +48,7 @@ impl Default for History {
         // kube-apiserver compacts etcd every 5 minutes.
         Self {
             max_age: Duration::from_secs(300),
-            max_entries: 100_000,
+            max_entries: 10_000,
             interval: Duration::from_secs(30),
         }
     }
@@ -153,6 +154,7 @@ impl SqliteStore {
                 .map_err(backend)?;
         }
         let rev = meta_value(&mut writer, "rev").await?;
+        let compacted = meta_value(&mut writer, "compacted").await?;
         let reads = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
@@ -171,6 +173,7 @@ impl SqliteStore {
                 shared: shared.clone(),
                 history: history.clone(),
                 rev,
+                compacted,
             }
             .run(queue),
         );
@@ -404,6 +407,8 @@ struct Writer {
     history: History,
     /// The last committed revision.
     rev: u64,
+    /// Revisions up to this one are compacted.
+    compacted: u64,
 }
 
 /// What one applied operation leaves behind until the batch commits.
@@ -424,8 +429,9 @@ impl Writer {
         let mut outcomes = Vec::with_capacity(batch.len());
         let result = self.apply_all(&batch, &mut outcomes).await;
         match result {
-            Ok(rev) => {
+            Ok((rev, compacted)) => {
                 self.rev = rev;
+                self.compacted = compacted;
                 self.shared.rev.store(rev, Ordering::Release);
                 for (request, outcome) in batch.into_iter().zip(outcomes) {
                     let outcome = outcome.map(|applied| {
@@ -454,16 +460,23 @@ impl Writer {
         &mut self,
         batch: &[WriteRequest],
         outcomes: &mut Vec<Result<Applied>>,
-    ) -> Result<u64> {
+    ) -> Result<(u64, u64)> {
         let mut tx = self.conn.begin().await.map_err(backend)?;
         let mut rev = self.rev;
+        let mut compacted = self.compacted;
         let now = unix_now();
         for request in batch {
             let outcome = match &request.op {
                 Op::Create(key, value) => create(&mut tx, key, value, rev + 1, now).await,
                 Op::Update(key, value, pre) => update(&mut tx, key, value, pre, rev + 1, now).await,
                 Op::Delete(key, pre) => delete(&mut tx, key, pre, rev + 1, now).await,
-                Op::Compact => compact(&mut tx, &self.history, rev, now).await,
+                Op::Compact => compact(&mut tx, &self.history, rev, now).await.map(|upto| {
+                    compacted = upto;
+                    Applied {
+                        object: None,
+                        change: None,
+                    }
+                }),
             };
             match outcome {
                 Err(StoreError::Backend(message)) => return Err(StoreError::Backend(message)),
@@ -476,6 +489,12 @@ impl Writer {
                 Err(err) => outcomes.push(Err(err)),
             }
         }
+        // Compact by count as the log grows, so that its size does not
+        // depend on how often the periodic compaction runs.
+        let slack = self.history.max_entries / 10 + 1;
+        if rev.saturating_sub(compacted) > self.history.max_entries + slack {
+            compacted = compact(&mut tx, &self.history, rev, now).await?;
+        }
         if rev != self.rev {
             sqlx::query("INSERT INTO meta (key, value) VALUES ('rev', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
                 .bind(rev as i64)
@@ -484,7 +503,7 @@ impl Writer {
                 .map_err(backend)?;
         }
         tx.commit().await.map_err(backend)?;
-        Ok(rev)
+        Ok((rev, compacted))
     }
 }
 
@@ -688,13 +707,14 @@ async fn delete(
     Ok(applied(key, kind, rev, last, text, Some(old)))
 }
 
-/// Drops changes older than the history's age, and beyond its count.
+/// Drops changes older than the history's age, and beyond its count;
+/// returns the revision compacted up to.
 async fn compact(
     conn: &mut SqliteConnection,
     history: &History,
     rev: u64,
     now: i64,
-) -> Result<Applied> {
+) -> Result<u64> {
     let cutoff = now - history.max_age.as_secs() as i64;
     let by_age: Option<i64> = sqlx::query_scalar("SELECT MAX(rev) FROM changes WHERE at < ?")
         .bind(cutoff)
@@ -715,11 +735,9 @@ async fn compact(
             .execute(&mut *conn)
             .await
             .map_err(backend)?;
+        return Ok(upto);
     }
-    Ok(Applied {
-        object: None,
-        change: None,
-    })
+    Ok(compacted)
 }
 
 async fn compact_periodically(writes: mpsc::WeakSender<WriteRequest>, every: Duration) {
