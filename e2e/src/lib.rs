@@ -1,1 +1,17 @@
-//! placeholder
+//! knit's end-to-end harness: drives the real `knit` binary as a separate
+//! process, the way users and CI run it.
+//!
+//! - [`server`] finds the binary, starts `knit server` on a free loopback port
+//!   with its own data directory, waits for `/readyz`, and stops or kills it
+//!   (a Drop guard makes sure no server outlives its test).
+//! - [`http`] is a tiny HTTP/1.1 JSON client over hyper 1 with keep-alive
+//!   connections, plus a reader for newline-delimited JSON streams (watch).
+//!
+//! The tests in `tests/` use both; so does the `knit-bench` binary, which
+//! measures knit against etcd in the same run (see `e2e/README.md`).
+
+pub mod http;
+pub mod server;
+
+pub use http::{HttpClient, HttpError, JsonLines, JsonResponse};
+pub use server::{KnitServer, ServerError, knit_bin};

@@ -1,0 +1,253 @@
+//! A tiny HTTP/1.1 client for tests and benchmarks: JSON in, status + JSON out,
+//! over hyper 1 with pooled keep-alive connections, and a reader for the
+//! newline-delimited JSON that watch endpoints stream.
+//!
+//! It is deliberately small: no TLS, no redirects, no retries of requests that
+//! may have reached the server, so a test sees exactly what the wire did.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+/// What can go wrong talking to a server.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The request could not be built (bad path or header).
+    #[error("building the request: {0}")]
+    Request(#[from] hyper::http::Error),
+    /// Connecting, sending, or reading the response head failed: the request
+    /// may or may not have reached the server.
+    #[error("transport: {0}")]
+    Transport(#[from] hyper_util::client::legacy::Error),
+    /// The connection broke while the response body was being read.
+    #[error("reading the body: {0}")]
+    Body(#[from] hyper::Error),
+    /// The server answered, but not with JSON.
+    #[error("HTTP {status}: body is not JSON: {body}")]
+    NotJson { status: StatusCode, body: String },
+}
+
+impl HttpError {
+    /// True when the failure was the connection rather than the server's
+    /// answer, i.e. a create may or may not have been committed.
+    pub fn is_connection(&self) -> bool {
+        matches!(self, HttpError::Transport(_) | HttpError::Body(_))
+    }
+}
+
+/// A `Result` with an [`HttpError`].
+pub type Result<T, E = HttpError> = std::result::Result<T, E>;
+
+/// A response whose body was read completely and parsed as JSON
+/// (`Value::Null` for an empty body).
+#[derive(Debug, Clone)]
+pub struct JsonResponse {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl JsonResponse {
+    /// `body.reason` of a Kubernetes `Status`, if the body is one.
+    pub fn status_reason(&self) -> Option<&str> {
+        (self.body.get("kind")?.as_str()? == "Status")
+            .then(|| self.body.get("reason")?.as_str())
+            .flatten()
+    }
+}
+
+/// A client bound to one base URL (`http://127.0.0.1:PORT`). Cheap to clone;
+/// clones share the connection pool.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+    base: String,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("base", &self.base)
+            .finish()
+    }
+}
+
+impl HttpClient {
+    /// A client for `base`, e.g. `http://127.0.0.1:6443`, with no trailing slash.
+    pub fn new(base: impl Into<String>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        HttpClient {
+            client,
+            base: base.into().trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// The base URL requests are relative to.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends one request to `base + path` and returns the response with its
+    /// body unread. `body` is sent as `application/json` when given.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<Response<Incoming>> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path))
+            .header(header::ACCEPT, "application/json");
+        if body.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = req.body(Full::new(body.unwrap_or_default()))?;
+        Ok(self.client.request(req).await?)
+    }
+
+    /// Sends a request and reads the whole body, without parsing it.
+    pub async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, Bytes)> {
+        let resp = self.send(method, path, body).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok((status, bytes))
+    }
+
+    /// `GET base + path`, body parsed as JSON.
+    pub async fn get_json(&self, path: &str) -> Result<JsonResponse> {
+        let (status, bytes) = self.send_bytes(Method::GET, path, None).await?;
+        parse_json(status, &bytes)
+    }
+
+    /// `POST base + path` with a JSON body, response parsed as JSON.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<JsonResponse> {
+        let body = Bytes::from(serde_json::to_vec(body).expect("a Value always serializes"));
+        let (status, bytes) = self.send_bytes(Method::POST, path, Some(body)).await?;
+        parse_json(status, &bytes)
+    }
+
+    /// Sends a request whose response is a stream of JSON lines (a watch),
+    /// returning the status and a reader for the lines.
+    pub async fn stream(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, JsonLines)> {
+        let resp = self.send(method, path, body).await?;
+        Ok((resp.status(), JsonLines::new(resp.into_body())))
+    }
+}
+
+fn parse_json(status: StatusCode, bytes: &[u8]) -> Result<JsonResponse> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(JsonResponse {
+            status,
+            body: Value::Null,
+        });
+    }
+    match serde_json::from_slice(bytes) {
+        Ok(body) => Ok(JsonResponse { status, body }),
+        Err(_) => Err(HttpError::NotJson {
+            status,
+            body: String::from_utf8_lossy(&bytes[..bytes.len().min(2048)]).into_owned(),
+        }),
+    }
+}
+
+/// Splits a streamed response body into lines (one JSON document each, as
+/// Kubernetes and etcd's gateway send watch events), however the chunks fall.
+pub struct JsonLines {
+    body: Incoming,
+    buf: BytesMut,
+    /// How much of `buf` is known to hold no newline.
+    scanned: usize,
+}
+
+impl std::fmt::Debug for JsonLines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonLines")
+            .field("buffered", &self.buf.len())
+            .finish()
+    }
+}
+
+impl JsonLines {
+    /// Wraps a response body.
+    pub fn new(body: Incoming) -> Self {
+        JsonLines {
+            body,
+            buf: BytesMut::new(),
+            scanned: 0,
+        }
+    }
+
+    /// The next non-empty line without its line ending; `None` once the
+    /// stream has ended (a trailing unterminated line is returned first).
+    pub async fn next_line(&mut self) -> Option<Result<Bytes>> {
+        loop {
+            if let Some(i) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+                let line = self.buf.split_to(self.scanned + i + 1).freeze();
+                self.scanned = 0;
+                let line = line.slice(..trim_end(&line));
+                if line.is_empty() {
+                    continue;
+                }
+                return Some(Ok(line));
+            }
+            self.scanned = self.buf.len();
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => return Some(Err(HttpError::Body(e))),
+                None => {
+                    self.scanned = 0;
+                    let rest = self.buf.split().freeze();
+                    let rest = rest.slice(..trim_end(&rest));
+                    return (!rest.is_empty()).then_some(Ok(rest));
+                }
+            }
+        }
+    }
+
+    /// The next line parsed as JSON.
+    pub async fn next_json(&mut self) -> Option<Result<Value>> {
+        let line = match self.next_line().await? {
+            Ok(line) => line,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(
+            serde_json::from_slice(&line).map_err(|_| HttpError::NotJson {
+                status: StatusCode::OK,
+                body: String::from_utf8_lossy(&line).into_owned(),
+            }),
+        )
+    }
+}
+
+/// Length of `line` without trailing `\r`/`\n`/spaces.
+fn trim_end(line: &[u8]) -> usize {
+    line.iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1)
+}
