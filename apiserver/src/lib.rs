@@ -58,6 +58,8 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     /// Turns true when the server shuts down; ends watches.
     pub shutdown: signal::Receiver<bool>,
+    /// Namespaces as create admission sees them (`namespaces::run_cache`).
+    pub namespaces: Arc<namespaces::NamespaceCache>,
 }
 
 impl AppState {
@@ -68,6 +70,7 @@ impl AppState {
             store,
             config: Arc::new(config),
             shutdown: rx,
+            namespaces: Arc::default(),
         };
         (state, tx)
     }

@@ -1,7 +1,11 @@
-//! Namespaces: the ones every cluster starts with, and the lifecycle that
-//! empties a deleted namespace before it goes (kube-controller-manager's
-//! namespace controller, run inside the apiserver).
+//! Namespaces: the ones every cluster starts with, the cache that create
+//! admission reads (kube-apiserver's NamespaceLifecycle plugin reads an
+//! informer the same way), and the lifecycle that empties a deleted
+//! namespace before it goes (kube-controller-manager's namespace
+//! controller, run inside the apiserver).
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use knit_api::registry::{self, Resource};
@@ -12,7 +16,7 @@ use crate::AppState;
 use crate::meta::is_deleting;
 use crate::objects::{self, DeleteOptions, guaranteed_update};
 use crate::request::{BodyType, Params, Target};
-use crate::store::ListQuery;
+use crate::store::{Change, ChangeKind, ListQuery};
 
 /// Created on first start.
 pub const INITIAL: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -34,6 +38,106 @@ fn namespace_target(name: &str) -> Target {
         name: Some(name.to_string()),
         subresource: None,
     }
+}
+
+/// Whether a namespace takes new objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Active,
+    Terminating,
+}
+
+/// The namespaces as last seen on the store's change feed, so that a
+/// create need not read its namespace. A miss is not an answer: callers
+/// read the store (the namespace may be newer than the cache).
+#[derive(Debug, Default)]
+pub struct NamespaceCache {
+    phases: RwLock<HashMap<String, Phase>>,
+}
+
+impl NamespaceCache {
+    pub fn lookup(&self, name: &str) -> Option<Phase> {
+        self.phases
+            .read()
+            .expect("namespace cache lock")
+            .get(name)
+            .copied()
+    }
+
+    fn replace(&self, namespaces: &[Arc<serde_json::Value>]) {
+        let phases = namespaces
+            .iter()
+            .map(|ns| (name_of(ns).to_string(), phase_of(ns)))
+            .collect();
+        *self.phases.write().expect("namespace cache lock") = phases;
+    }
+
+    fn apply(&self, change: &Change) {
+        let mut phases = self.phases.write().expect("namespace cache lock");
+        let name = name_of(&change.object).to_string();
+        match change.kind {
+            ChangeKind::Deleted => phases.remove(&name),
+            _ => phases.insert(name, phase_of(&change.object)),
+        };
+    }
+}
+
+fn name_of(ns: &serde_json::Value) -> &str {
+    ns["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+fn phase_of(ns: &serde_json::Value) -> Phase {
+    if is_deleting(ns) {
+        Phase::Terminating
+    } else {
+        Phase::Active
+    }
+}
+
+/// Keeps `state.namespaces` in step with the store until shutdown; lists
+/// again whenever it falls behind the change feed.
+pub async fn run_cache(state: AppState) {
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        let mut changes = state.store.subscribe();
+        let listed = state
+            .store
+            .list(ListQuery {
+                resource: "namespaces".into(),
+                ..Default::default()
+            })
+            .await;
+        let rev = match listed {
+            Ok(page) => {
+                state.namespaces.replace(&page.objects);
+                page.rev
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "listing namespaces failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        loop {
+            tokio::select! {
+                received = changes.recv() => match received {
+                    Ok(change) if change.rev > rev && change.key.resource == "namespaces" => {
+                        state.namespaces.apply(&change);
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Starts the namespace tasks: the admission cache and the lifecycle.
+pub fn spawn_tasks(state: &AppState) {
+    tokio::spawn(run_cache(state.clone()));
+    tokio::spawn(run_lifecycle(state.clone()));
 }
 
 /// Creates the initial namespaces that do not exist yet.

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::meta::{self, finalizers, is_deleting, metadata_mut};
+use crate::namespaces::Phase;
 use crate::request::{BodyType, CONFLICT_MODIFIED, Params, Target, decode_object};
 use crate::store::{Key, ListQuery, Object, Preconditions, StoreError};
 
@@ -95,23 +96,33 @@ async fn check_namespace(
     namespace: &str,
     name: &str,
 ) -> Result<()> {
-    let key = Key::new("namespaces", "", namespace);
-    let ns = state
-        .store
-        .get(&key)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    match ns {
+    let phase = match state.namespaces.lookup(namespace) {
+        Some(phase) => Some(phase),
+        // Not cached (yet): ask the store.
+        None => state
+            .store
+            .get(&Key::new("namespaces", "", namespace))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map(|ns| {
+                if is_deleting(&ns.value) {
+                    Phase::Terminating
+                } else {
+                    Phase::Active
+                }
+            }),
+    };
+    match phase {
         None => Err(ApiError::NotFound {
             group: String::new(),
             resource: "namespaces".into(),
             name: namespace.into(),
         }),
-        Some(ns) if is_deleting(&ns.value) => Err(ApiError::Forbidden(format!(
+        Some(Phase::Terminating) => Err(ApiError::Forbidden(format!(
             "{} \"{name}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
             resource.plural
         ))),
-        Some(_) => Ok(()),
+        Some(Phase::Active) => Ok(()),
     }
 }
 

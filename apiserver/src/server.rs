@@ -103,7 +103,7 @@ pub async fn serve(
     let store = SqliteStore::open(&data_dir.join("knit.db"), config.history.clone()).await?;
     let (state, stop) = AppState::new(Arc::new(store), config.api.clone());
     namespaces::bootstrap(&state).await?;
-    tokio::spawn(namespaces::run_lifecycle(state.clone()));
+    namespaces::spawn_tasks(&state);
 
     let listener =
         TcpListener::bind(config.listen)

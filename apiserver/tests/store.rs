@@ -173,5 +173,6 @@ async fn churn_is_compacted_and_files_stay_bounded() {
     };
     let (db, wal) = (size(""), size("-wal"));
     assert!(db < 8 << 20, "database file is {db} bytes");
-    assert!(wal < 16 << 20, "WAL file is {wal} bytes");
+    // Uncheckpointed, the WAL would hold every version: ~120 MiB here.
+    assert!(wal <= 64 << 20, "WAL file is {wal} bytes");
 }

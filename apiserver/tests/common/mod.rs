@@ -39,7 +39,7 @@ pub async fn start_with(history: History) -> TestApi {
     };
     let (state, stop) = AppState::new(Arc::new(store.clone()), config);
     namespaces::bootstrap(&state).await.expect("bootstrap");
-    tokio::spawn(namespaces::run_lifecycle(state.clone()));
+    namespaces::spawn_tasks(&state);
     let router = router(state.clone());
     let client = kube::Client::new(router.clone(), "default");
     TestApi {
