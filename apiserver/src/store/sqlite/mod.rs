@@ -7,15 +7,16 @@
 //! changes published to watchers and the requests answered: an acknowledged
 //! write is on disk, and concurrent writers share one commit.
 //!
-//! The current state, `objects`, is written behind: the writer folds the
-//! changes since the last fold into it every `FOLD_EVERY` (or every
-//! `FOLD_ENTRIES` keys) inside an ordinary batch, and `meta.applied` says up
-//! to which revision it is current. Appending to the log writes a few
-//! sequential pages per batch, where updating a B-tree keyed by name writes
-//! a page per object; folding many changes at once pays for each page once.
-//! Until folded, the changes are also kept in memory (`Pending`) for point
-//! reads; lists read `objects` and the log tail in one snapshot. On open,
-//! whatever a crash left unfolded is folded first.
+//! The current state, `objects`, is written behind, in a file of its own
+//! (`<name>.objects`) by a folder thread: it folds committed changes into it
+//! many at a time, and its `meta.applied` says up to which revision it is
+//! current. Appending to the log writes a few sequential pages per batch,
+//! where updating a B-tree keyed by name writes a page per object; folding
+//! many changes at once pays for each page once, and in its own file it
+//! never holds up the log. Until folded, changes are also kept in memory
+//! (`Pending`) for point reads; lists read `objects` and then the log past
+//! `applied` (the log is never compacted past `applied`). On open, whatever a
+//! crash left unfolded is folded first.
 //!
 //! The writer owns its connection on a thread of its own (rusqlite, cached
 //! statements): a driver that hops to a worker thread per statement spends
@@ -23,6 +24,7 @@
 //! `knit-bench`). WAL checkpoints run on another thread; reads run on
 //! blocking threads over a small pool of read-only connections.
 
+mod folder;
 mod read;
 mod writer;
 
@@ -41,6 +43,7 @@ use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use super::{
     Change, ChangeKind, Key, ListPage, ListQuery, Object, Preconditions, Result, Store, StoreError,
 };
+use folder::FolderMessage;
 use writer::{Op, WriteRequest, Writer};
 
 /// How much change history the store keeps for watches and paginated lists.
@@ -75,10 +78,6 @@ const READERS: usize = 4;
 /// reads a range of revisions (watch replay, the unfolded tail, lists at a
 /// past revision, compaction), and each extra index costs every write.
 const SCHEMA: &str = "
-    CREATE TABLE IF NOT EXISTS objects (
-        resource TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
-        rev INTEGER NOT NULL, uid TEXT NOT NULL, value TEXT NOT NULL,
-        PRIMARY KEY (resource, namespace, name)) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS changes (
         rev INTEGER PRIMARY KEY, resource TEXT NOT NULL, namespace TEXT NOT NULL,
         name TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL, prev TEXT,
@@ -86,29 +85,41 @@ const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 ";
 
+/// A read-only connection to each file: the log and `objects`.
+pub(super) struct ReadConn {
+    pub(super) log: Connection,
+    pub(super) objects: Connection,
+}
+
+fn open_read_only(path: &Path) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(backend)?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(backend)?;
+    conn.execute_batch("PRAGMA mmap_size = 268435456;")
+        .map_err(backend)?;
+    Ok(conn)
+}
+
 /// Read-only connections, opened as needed and kept for reuse; the
 /// permits bound how many reads run at once, so that every read finds an
 /// open connection once the pool is warm.
 struct Readers {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+    log: PathBuf,
+    objects: PathBuf,
+    idle: Mutex<Vec<ReadConn>>,
     permits: Semaphore,
 }
 
 impl Readers {
-    fn with<T>(&self, read: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+    fn with<T>(&self, read: impl FnOnce(&mut ReadConn) -> Result<T>) -> Result<T> {
         let pooled = self.idle.lock().expect("reader pool lock").pop();
         let mut conn = match pooled {
             Some(conn) => conn,
-            None => {
-                let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-                let conn = Connection::open_with_flags(&self.path, flags).map_err(backend)?;
-                conn.busy_timeout(Duration::from_secs(10))
-                    .map_err(backend)?;
-                conn.execute_batch("PRAGMA mmap_size = 268435456;")
-                    .map_err(backend)?;
-                conn
-            }
+            None => ReadConn {
+                log: open_read_only(&self.log)?,
+                objects: open_read_only(&self.objects)?,
+            },
         };
         let result = read(&mut conn);
         self.idle.lock().expect("reader pool lock").push(conn);
@@ -122,6 +133,8 @@ type Pending = HashMap<Key, Arc<Change>>;
 struct Shared {
     readers: Readers,
     rev: AtomicU64,
+    /// `objects` holds every change up to this revision.
+    applied: AtomicU64,
     changes: broadcast::Sender<Arc<Change>>,
     pending: RwLock<Pending>,
 }
@@ -131,6 +144,7 @@ struct Shared {
 pub struct SqliteStore {
     shared: Arc<Shared>,
     writes: mpsc::Sender<WriteRequest>,
+    folder: std::sync::mpsc::Sender<FolderMessage>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -149,29 +163,64 @@ fn parse(text: &str) -> Result<Value> {
     serde_json::from_str(text).map_err(backend)
 }
 
+fn set_meta(conn: &Connection, key: &str, value: u64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?, ?)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    )
+    .and_then(|mut stmt| stmt.execute(rusqlite::params![key, value as i64]))
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// The objects file beside the log: `knit.db` -> `knit.db.objects`.
+fn objects_path(log: &Path) -> PathBuf {
+    let mut path = log.as_os_str().to_owned();
+    path.push(".objects");
+    path.into()
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, folds what a
     /// crash left unfolded, and starts the writer and checkpoint threads and
     /// the compaction task.
     pub async fn open(path: &Path, history: History) -> Result<Self> {
-        let owned = path.to_path_buf();
-        let opened = tokio::task::spawn_blocking(move || writer::open(&owned))
-            .await
-            .map_err(backend)??;
+        let (log, objects) = (path.to_path_buf(), objects_path(path));
+        let opening = (log.clone(), objects.clone());
+        let (opened, folder_conn, objects_reader) = tokio::task::spawn_blocking(move || {
+            let opened = writer::open(&opening.0)?;
+            let folder_conn = folder::open(&opening.1, &opened.conn, opened.rev)?;
+            Ok::<_, StoreError>((opened, folder_conn, open_read_only(&opening.1)?))
+        })
+        .await
+        .map_err(backend)??;
         let (changes, _) = broadcast::channel(WATCH_BUFFER);
         let shared = Arc::new(Shared {
             readers: Readers {
-                path: path.to_path_buf(),
+                log: log.clone(),
+                objects,
                 idle: Mutex::new(Vec::new()),
                 permits: Semaphore::new(READERS),
             },
             rev: AtomicU64::new(opened.rev),
+            applied: AtomicU64::new(opened.rev),
             changes,
             pending: RwLock::new(Pending::new()),
         });
-        let writes = Writer::start(opened, shared.clone(), history.clone())?;
-        writer::start_checkpoints(path, Arc::downgrade(&shared))?;
-        let store = Self { shared, writes };
+        let folder = folder::start(folder_conn, Arc::downgrade(&shared))?;
+        let writes = Writer::start(
+            opened,
+            objects_reader,
+            shared.clone(),
+            folder.clone(),
+            history.clone(),
+        )?;
+        writer::start_checkpoints(&log, Arc::downgrade(&shared))?;
+        let store = Self {
+            shared,
+            writes,
+            folder,
+        };
         tokio::spawn(writer::compact_periodically(
             store.writes.downgrade(),
             history.interval,
@@ -196,10 +245,10 @@ impl SqliteStore {
             .ok_or_else(|| backend("write returned no object"))
     }
 
-    /// Runs a read on a blocking thread with a pooled connection.
+    /// Runs a read on a blocking thread with pooled connections.
     async fn read<T: Send + 'static>(
         &self,
-        read: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+        read: impl FnOnce(&mut ReadConn) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let _permit = self
             .shared
@@ -214,15 +263,23 @@ impl SqliteStore {
             .map_err(backend)?
     }
 
-    /// Folds pending changes and compacts the change log now (as the
-    /// periodic task does).
+    /// Folds every committed change, then compacts the change log (as the
+    /// periodic task does, which does not wait for a fold).
     pub async fn compact(&self) -> Result<()> {
+        let (ack, folded) = oneshot::channel();
+        self.folder
+            .send(FolderMessage::FoldNow(ack))
+            .map_err(|_| backend("the store's folder has stopped"))?;
+        folded
+            .await
+            .map_err(|_| backend("the store's folder has stopped"))?;
         self.write(Op::Compact).await.map(|_| ())
     }
 
     /// The oldest revision a watch can resume from.
     pub async fn compacted_rev(&self) -> Result<u64> {
-        self.read(|conn| read::meta_value(conn, "compacted")).await
+        self.read(|conn| read::meta_value(&conn.log, "compacted"))
+            .await
     }
 }
 
@@ -245,7 +302,8 @@ impl Store for SqliteStore {
             return futures::future::ready(Ok(found)).boxed();
         }
         let key = key.clone();
-        self.read(move |conn| read::get(conn, &key)).boxed()
+        self.read(move |conn| read::get(&conn.objects, &key))
+            .boxed()
     }
 
     fn list(&self, query: ListQuery) -> BoxFuture<'_, Result<ListPage>> {
@@ -269,7 +327,7 @@ impl Store for SqliteStore {
         rev: u64,
         resource: Option<String>,
     ) -> BoxFuture<'_, Result<Vec<Change>>> {
-        self.read(move |conn| read::changes_since(conn, rev, resource.as_deref()))
+        self.read(move |conn| read::changes_since(&mut conn.log, rev, resource.as_deref()))
             .boxed()
     }
 

@@ -1,7 +1,7 @@
-//! Reads on a pooled connection: point gets, lists at the current or a past
+//! Reads on pooled connections: point gets, lists at the current or a past
 //! revision, and change-log replay. A list reads `objects` (current up to
-//! `meta.applied`) and the part of the log between `applied` and the
-//! revision asked for, in one snapshot.
+//! its `meta.applied`) and then the part of the log between `applied` and
+//! the revision asked for.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
-use super::{backend, parse};
+use super::{ReadConn, backend, parse};
 use crate::store::{Change, ChangeKind, Key, ListPage, ListQuery, Object, Result, StoreError};
 
 type SqlValue = rusqlite::types::Value;
@@ -47,28 +47,53 @@ pub(super) fn get(conn: &Connection, key: &Key) -> Result<Option<Object>> {
 /// (namespace, name): the order lists come in.
 type ListKey = (String, String);
 
-pub(super) fn list(conn: &mut Connection, query: &ListQuery) -> Result<ListPage> {
-    let tx = conn.transaction().map_err(backend)?;
-    let now = meta_value(&tx, "rev")?;
-    let applied = meta_value(&tx, "applied")?;
-    let compacted = meta_value(&tx, "compacted")?;
-    let at = query.at_rev.unwrap_or(now).min(now);
-    if at < compacted {
-        return Err(StoreError::Compacted {
-            requested: at,
-            compacted,
-        });
+pub(super) fn list(conn: &mut ReadConn, query: &ListQuery) -> Result<ListPage> {
+    let ReadConn { log, objects } = conn;
+    // The log is never compacted past what `objects` holds, but `objects`
+    // may have moved on (and the log been compacted) between the two reads:
+    // then read again.
+    for _ in 0..3 {
+        let objects_tx = objects.transaction().map_err(backend)?;
+        let applied = meta_value(&objects_tx, "applied")?;
+        let log_tx = log.transaction().map_err(backend)?;
+        let now = meta_value(&log_tx, "rev")?;
+        let compacted = meta_value(&log_tx, "compacted")?;
+        let at = query.at_rev.unwrap_or(now).min(now);
+        if at < compacted {
+            return Err(StoreError::Compacted {
+                requested: at,
+                compacted,
+            });
+        }
+        if applied < compacted {
+            continue;
+        }
+        // How the log turns `objects` (as of `applied`) into the state at
+        // `at`: key -> its JSON then, or None where it did not exist.
+        let overlay = if at >= applied {
+            changes_forward(&log_tx, query, applied, at)?
+        } else {
+            changes_back(&log_tx, query, at, applied)?
+        };
+        let base = rows(
+            &objects_tx,
+            query,
+            query.limit.map(|l| l + 1 + overlay.len()),
+        )?;
+        log_tx.commit().map_err(backend)?;
+        objects_tx.commit().map_err(backend)?;
+        return page(query, base, overlay, at);
     }
-    // How the log changes `objects` (as of `applied`) into the state at `at`:
-    // key -> its JSON then, or None where it did not exist.
-    let overlay = if at >= applied {
-        changes_forward(&tx, query, applied, at)?
-    } else {
-        changes_back(&tx, query, at, applied)?
-    };
-    let base = objects(&tx, query, query.limit.map(|l| l + 1 + overlay.len()))?;
-    tx.commit().map_err(backend)?;
+    Err(backend("objects kept moving past the log; try again"))
+}
 
+/// Applies the overlay to the rows of `objects` and cuts the page.
+fn page(
+    query: &ListQuery,
+    base: Vec<(ListKey, String)>,
+    overlay: BTreeMap<ListKey, Option<String>>,
+    at: u64,
+) -> Result<ListPage> {
     let mut rows: BTreeMap<ListKey, String> = base.into_iter().collect();
     for (key, value) in overlay {
         if query.after.as_ref().is_some_and(|after| key <= *after) {
@@ -111,7 +136,7 @@ fn scope(query: &ListQuery, table: &str) -> (String, Vec<SqlValue>) {
 }
 
 /// Rows of `objects` in scope and after the query's key, in key order.
-fn objects(
+fn rows(
     conn: &Connection,
     query: &ListQuery,
     limit: Option<usize>,

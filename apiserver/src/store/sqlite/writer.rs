@@ -1,27 +1,25 @@
-//! The writer thread (group commit of the change log, folds into
-//! `objects`, compaction), the checkpoint thread, and opening the file.
+//! The writer thread (group commit of the change log, compaction), the
+//! log's checkpoint thread, and opening the log.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::read::{log_range, meta_value};
-use super::{History, Pending, SCHEMA, Shared, backend, parse};
+use super::folder::FolderMessage;
+use super::read::meta_value;
+use super::{History, Pending, SCHEMA, Shared, backend, parse, set_meta};
 use crate::store::{Change, ChangeKind, Key, Object, Preconditions, Result, StoreError};
 
 /// Most requests one transaction takes; bounds the latency of a batch.
 const MAX_BATCH: usize = 1024;
-/// Unfolded changes are folded into `objects` at least this often...
-const FOLD_EVERY: Duration = Duration::from_millis(200);
-/// ...and as soon as this many changes wait.
-const FOLD_ENTRIES: u64 = 2048;
 /// How often committed WAL frames are copied back into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// A WAL larger than this is reset by the writer.
@@ -31,7 +29,7 @@ pub(super) enum Op {
     Create(Key, Value),
     Update(Key, Value, Preconditions),
     Delete(Key, Preconditions),
-    /// Fold everything pending, then compact the log.
+    /// Compact the log by age and count (up to what is folded).
     Compact,
 }
 
@@ -40,9 +38,9 @@ pub(super) struct WriteRequest {
     pub(super) reply: oneshot::Sender<Result<Option<Object>>>,
 }
 
-/// The writer's connection and where the file stands.
+/// The writer's connection and where the log stands.
 pub(super) struct Opened {
-    conn: Connection,
+    pub(super) conn: Connection,
     wal_path: PathBuf,
     pub(super) rev: u64,
     compacted: u64,
@@ -55,19 +53,9 @@ fn unix_now() -> i64 {
         .unwrap_or_default()
 }
 
-fn set_meta(conn: &Connection, key: &str, value: u64) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO meta (key, value) VALUES (?, ?)
-         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-    )
-    .and_then(|mut stmt| stmt.execute(params![key, value as i64]))
-    .map_err(backend)?;
-    Ok(())
-}
-
-/// Opens the writer's connection and folds what a crash left unfolded.
+/// Opens the writer's connection to the log.
 pub(super) fn open(path: &Path) -> Result<Opened> {
-    let mut conn = Connection::open(path).map_err(backend)?;
+    let conn = Connection::open(path).map_err(backend)?;
     conn.busy_timeout(Duration::from_secs(10))
         .map_err(backend)?;
     conn.set_prepared_statement_cache_capacity(64);
@@ -88,16 +76,6 @@ pub(super) fn open(path: &Path) -> Result<Opened> {
     conn.execute_batch(SCHEMA).map_err(backend)?;
     let rev = meta_value(&conn, "rev")?;
     let compacted = meta_value(&conn, "compacted")?;
-    let applied = meta_value(&conn, "applied")?;
-    if applied < rev {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(backend)?;
-        let tail = log_range(&tx, applied, rev, None)?;
-        fold(&tx, tail.iter())?;
-        set_meta(&tx, "applied", rev)?;
-        tx.commit().map_err(backend)?;
-    }
     let mut wal_path = path.as_os_str().to_owned();
     wal_path.push("-wal");
     Ok(Opened {
@@ -110,15 +88,15 @@ pub(super) fn open(path: &Path) -> Result<Opened> {
 
 pub(super) struct Writer {
     conn: Connection,
+    /// Reads `objects` for keys with no unfolded change.
+    objects: Connection,
     shared: Arc<Shared>,
+    folder: Sender<FolderMessage>,
     history: History,
     /// The last committed revision.
     rev: u64,
     /// Revisions up to this one are compacted.
     compacted: u64,
-    /// `objects` holds every change up to this revision.
-    applied: u64,
-    last_fold: Instant,
     wal_path: PathBuf,
 }
 
@@ -132,27 +110,26 @@ struct Applied {
 struct Committed {
     rev: u64,
     compacted: u64,
-    /// Whether `objects` now holds every change.
-    folded: bool,
 }
 
 impl Writer {
     /// Starts the writer thread; returns the queue to it.
     pub(super) fn start(
         opened: Opened,
+        objects: Connection,
         shared: Arc<Shared>,
+        folder: Sender<FolderMessage>,
         history: History,
     ) -> Result<mpsc::Sender<WriteRequest>> {
         let (writes, queue) = mpsc::channel(4 * MAX_BATCH);
         let writer = Writer {
             conn: opened.conn,
+            objects,
             shared,
+            folder,
             history,
             rev: opened.rev,
             compacted: opened.compacted,
-            // Opening folded everything.
-            applied: opened.rev,
-            last_fold: Instant::now(),
             wal_path: opened.wal_path,
         };
         std::thread::Builder::new()
@@ -201,19 +178,21 @@ impl Writer {
             Ok(committed) => {
                 self.rev = committed.rev;
                 self.compacted = committed.compacted;
+                let changes: Vec<Arc<Change>> = outcomes
+                    .iter()
+                    .flatten()
+                    .filter_map(|applied| applied.change.clone())
+                    .collect();
                 {
                     let mut pending = self.shared.pending.write().expect("pending lock");
-                    if committed.folded {
-                        self.last_fold = Instant::now();
-                        self.applied = committed.rev;
-                        pending.clear();
-                    } else {
-                        for applied in outcomes.iter().flatten() {
-                            if let Some(change) = &applied.change {
-                                pending.insert(change.key.clone(), change.clone());
-                            }
-                        }
+                    for change in &changes {
+                        pending.insert(change.key.clone(), change.clone());
                     }
+                }
+                // After the pending map has them: the folder drops them from
+                // it once folded.
+                if !changes.is_empty() {
+                    let _ = self.folder.send(FolderMessage::Committed(changes));
                 }
                 self.shared.rev.store(committed.rev, Ordering::Release);
                 for (request, outcome) in batch.into_iter().zip(outcomes) {
@@ -236,8 +215,8 @@ impl Writer {
         }
     }
 
-    /// Applies every request of a batch in one transaction, folding and
-    /// compacting when due. A request that fails a precondition gets its
+    /// Applies every request of a batch in one transaction, compacting
+    /// when due. A request that fails a precondition gets its
     /// error and writes nothing; a storage error fails the whole batch.
     fn apply_all(
         &mut self,
@@ -256,21 +235,19 @@ impl Writer {
             batch: HashMap::new(),
         };
         let mut rev = self.rev;
-        let mut fold_now = false;
         let now = unix_now();
         for request in batch {
             let next = rev + 1;
             let outcome = match &request.op {
-                Op::Create(key, value) => create(&tx, &view, key, value, next, now),
-                Op::Update(key, value, pre) => update(&tx, &view, key, value, pre, next, now),
-                Op::Delete(key, pre) => delete(&tx, &view, key, pre, next, now),
-                Op::Compact => {
-                    fold_now = true;
-                    Ok(Applied {
-                        object: None,
-                        change: None,
-                    })
+                Op::Create(key, value) => create(&tx, &self.objects, &view, key, value, next, now),
+                Op::Update(key, value, pre) => {
+                    update(&tx, &self.objects, &view, key, value, pre, next, now)
                 }
+                Op::Delete(key, pre) => delete(&tx, &self.objects, &view, key, pre, next, now),
+                Op::Compact => Ok(Applied {
+                    object: None,
+                    change: None,
+                }),
             };
             match outcome {
                 Err(StoreError::Backend(message)) => return Err(StoreError::Backend(message)),
@@ -284,19 +261,6 @@ impl Writer {
                 Err(err) => outcomes.push(Err(err)),
             }
         }
-        let waiting = rev - self.applied;
-        fold_now |=
-            waiting >= FOLD_ENTRIES || (waiting > 0 && self.last_fold.elapsed() >= FOLD_EVERY);
-        if fold_now {
-            fold(
-                &tx,
-                view.pending
-                    .values()
-                    .chain(view.batch.values())
-                    .map(|c| &**c),
-            )?;
-            set_meta(&tx, "applied", rev)?;
-        }
         drop(pending);
         // Compact by count as the log grows, so that its size does not
         // depend on how often the periodic compaction runs; by age when
@@ -306,17 +270,14 @@ impl Writer {
         let asked = batch.iter().any(|r| matches!(r.op, Op::Compact));
         let mut compacted = self.compacted;
         if asked || over {
-            compacted = compact(&tx, &self.history, rev, asked.then_some(now))?;
+            let applied = self.shared.applied.load(Ordering::Acquire);
+            compacted = compact(&tx, &self.history, rev, applied, asked.then_some(now))?;
         }
         if rev != self.rev {
             set_meta(&tx, "rev", rev)?;
         }
         tx.commit().map_err(backend)?;
-        Ok(Committed {
-            rev,
-            compacted,
-            folded: fold_now,
-        })
+        Ok(Committed { rev, compacted })
     }
 }
 
@@ -334,7 +295,7 @@ struct Current {
     value: Arc<Value>,
 }
 
-fn current(conn: &Connection, view: &View<'_>, key: &Key) -> Result<Option<Current>> {
+fn current(objects: &Connection, view: &View<'_>, key: &Key) -> Result<Option<Current>> {
     if let Some(change) = view.batch.get(key).or_else(|| view.pending.get(key)) {
         return Ok((change.kind != ChangeKind::Deleted).then(|| Current {
             rev: change.rev,
@@ -342,7 +303,7 @@ fn current(conn: &Connection, view: &View<'_>, key: &Key) -> Result<Option<Curre
             value: change.object.clone(),
         }));
     }
-    let row: Option<(i64, String)> = conn
+    let row: Option<(i64, String)> = objects
         .prepare_cached(
             "SELECT rev, value FROM objects WHERE resource = ? AND namespace = ? AND name = ?",
         )
@@ -437,13 +398,14 @@ fn record(
 
 fn create(
     conn: &Transaction<'_>,
+    objects: &Connection,
     view: &View<'_>,
     key: &Key,
     value: &Value,
     rev: u64,
     now: i64,
 ) -> Result<Applied> {
-    if current(conn, view, key)?.is_some() {
+    if current(objects, view, key)?.is_some() {
         return Err(StoreError::AlreadyExists);
     }
     let value = with_rev(value.clone(), rev);
@@ -452,6 +414,7 @@ fn create(
 
 fn update(
     conn: &Transaction<'_>,
+    objects: &Connection,
     view: &View<'_>,
     key: &Key,
     value: &Value,
@@ -459,7 +422,7 @@ fn update(
     rev: u64,
     now: i64,
 ) -> Result<Applied> {
-    let old = current(conn, view, key)?.ok_or(StoreError::NotFound)?;
+    let old = current(objects, view, key)?.ok_or(StoreError::NotFound)?;
     check(pre, &old)?;
     let value = with_rev(value.clone(), rev);
     record(conn, key, ChangeKind::Modified, rev, value, Some(old), now)
@@ -467,61 +430,30 @@ fn update(
 
 fn delete(
     conn: &Transaction<'_>,
+    objects: &Connection,
     view: &View<'_>,
     key: &Key,
     pre: &Preconditions,
     rev: u64,
     now: i64,
 ) -> Result<Applied> {
-    let old = current(conn, view, key)?.ok_or(StoreError::NotFound)?;
+    let old = current(objects, view, key)?.ok_or(StoreError::NotFound)?;
     check(pre, &old)?;
     // Watchers see the deleted object at the deletion's revision.
     let last = with_rev((*old.value).clone(), rev);
     record(conn, key, ChangeKind::Deleted, rev, last, Some(old), now)
 }
 
-/// Writes changes into `objects`; a later change of a key wins.
-fn fold<'c>(conn: &Connection, changes: impl Iterator<Item = &'c Change>) -> Result<()> {
-    let mut latest: HashMap<&Key, &Change> = HashMap::new();
-    for change in changes {
-        latest.insert(&change.key, change);
-    }
-    let mut upsert = conn
-        .prepare_cached(
-            "INSERT INTO objects (resource, namespace, name, rev, uid, value) VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT (resource, namespace, name)
-             DO UPDATE SET rev = excluded.rev, uid = excluded.uid, value = excluded.value",
-        )
-        .map_err(backend)?;
-    let mut remove = conn
-        .prepare_cached("DELETE FROM objects WHERE resource = ? AND namespace = ? AND name = ?")
-        .map_err(backend)?;
-    for (key, change) in latest {
-        let written = if change.kind == ChangeKind::Deleted {
-            remove.execute(params![key.resource, key.namespace, key.name])
-        } else {
-            let uid = change.object["metadata"]["uid"]
-                .as_str()
-                .unwrap_or_default();
-            let text = std::str::from_utf8(&change.object_json).map_err(backend)?;
-            upsert.execute(params![
-                key.resource,
-                key.namespace,
-                key.name,
-                change.rev as i64,
-                uid,
-                text
-            ])
-        };
-        written.map_err(backend)?;
-    }
-    Ok(())
-}
-
 /// Drops changes beyond the history's count and, given the time now, older
 /// than its age, never past what `objects` holds; returns the revision
 /// compacted up to.
-fn compact(conn: &Transaction<'_>, history: &History, rev: u64, now: Option<i64>) -> Result<u64> {
+fn compact(
+    conn: &Transaction<'_>,
+    history: &History,
+    rev: u64,
+    applied: u64,
+    now: Option<i64>,
+) -> Result<u64> {
     let by_age: Option<i64> = match now {
         Some(now) => conn
             .prepare_cached("SELECT MAX(rev) FROM changes WHERE at < ?")
@@ -532,7 +464,6 @@ fn compact(conn: &Transaction<'_>, history: &History, rev: u64, now: Option<i64>
         None => None,
     };
     let by_count = rev.saturating_sub(history.max_entries);
-    let applied = meta_value(conn, "applied")?;
     let upto = by_count.max(by_age.unwrap_or(0) as u64).min(applied);
     let compacted = meta_value(conn, "compacted")?;
     if upto <= compacted {
