@@ -76,6 +76,15 @@ impl Resource {
         self.subresources.contains(&sub)
     }
 
+    /// Whether `metadata.generation` counts changes to the desired state:
+    /// kube-apiserver's strategies keep it for these kinds only.
+    pub fn tracks_generation(&self) -> bool {
+        matches!(
+            self.kind,
+            "Pod" | "Deployment" | "ReplicaSet" | "Ingress" | "EndpointSlice"
+        )
+    }
+
     /// Whether the object has a status the main resource must not change.
     pub fn has_status(&self) -> bool {
         self.has_subresource("status")

@@ -1,5 +1,6 @@
 //! Reading and writing the `metadata` of objects held as JSON.
 
+use knit_api::registry::Resource;
 use serde_json::{Map, Value};
 
 /// Now, as Kubernetes writes timestamps (RFC 3339, whole seconds, UTC).
@@ -63,6 +64,11 @@ pub fn spec_of(object: &Value) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
-pub fn generation(object: &Value) -> i64 {
-    object["metadata"]["generation"].as_i64().unwrap_or(0)
+/// Counts one more change to the desired state of `updated` (from
+/// `current`'s generation), for kinds that track it.
+pub fn bump_generation(resource: &Resource, current: &Value, updated: &mut Value) {
+    if resource.tracks_generation() {
+        let next = current["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+        metadata_mut(updated).insert("generation".into(), Value::from(next));
+    }
 }

@@ -163,7 +163,11 @@ pub async fn create(
         ] {
             metadata.remove(server_owned);
         }
-        metadata.insert("generation".into(), json!(1));
+        if resource.tracks_generation() {
+            metadata.insert("generation".into(), json!(1));
+        } else {
+            metadata.remove("generation");
+        }
         metadata.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         metadata.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));
     }
@@ -497,8 +501,7 @@ pub fn prepare_update(
     }
     admit(resource, &mut updated, Some(current))?;
     if meta::spec_of(&updated) != meta::spec_of(current) {
-        metadata_mut(&mut updated)
-            .insert("generation".into(), json!(meta::generation(current) + 1));
+        meta::bump_generation(resource, current, &mut updated);
     }
     // Compare without the resourceVersion the client may or may not echo.
     let mut comparable = updated.clone();
@@ -644,10 +647,7 @@ pub async fn delete(state: &AppState, target: &Target, options: &DeleteOptions) 
             let metadata = metadata_mut(&mut marked);
             metadata.insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
             metadata.insert("deletionGracePeriodSeconds".into(), json!(0));
-            metadata.insert(
-                "generation".into(),
-                json!(meta::generation(&current.value) + 1),
-            );
+            meta::bump_generation(resource, &current.value, &mut marked);
             if resource.kind == "Namespace" {
                 marked["status"]["phase"] = json!("Terminating");
             }

@@ -9,7 +9,7 @@ use knit_api::{ApiError, Cause, Result};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::meta::metadata_mut;
+use crate::meta::bump_generation;
 use crate::objects::{self, guaranteed_update};
 use crate::request::{BodyType, Params, Target, decode_object};
 
@@ -94,10 +94,7 @@ pub async fn update_scale(
         }
         let mut updated = current.clone();
         updated["spec"]["replicas"] = json!(count);
-        metadata_mut(&mut updated).insert(
-            "generation".into(),
-            json!(current["metadata"]["generation"].as_i64().unwrap_or(0) + 1),
-        );
+        bump_generation(target.resource, current, &mut updated);
         Ok(Some(updated))
     })
     .await?;

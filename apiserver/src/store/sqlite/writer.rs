@@ -233,17 +233,16 @@ impl Writer {
         let mut view = View {
             pending: &pending,
             batch: HashMap::new(),
+            objects: &self.objects,
         };
         let mut rev = self.rev;
         let now = unix_now();
         for request in batch {
             let next = rev + 1;
             let outcome = match &request.op {
-                Op::Create(key, value) => create(&tx, &self.objects, &view, key, value, next, now),
-                Op::Update(key, value, pre) => {
-                    update(&tx, &self.objects, &view, key, value, pre, next, now)
-                }
-                Op::Delete(key, pre) => delete(&tx, &self.objects, &view, key, pre, next, now),
+                Op::Create(key, value) => create(&tx, &view, key, value, next, now),
+                Op::Update(key, value, pre) => update(&tx, &view, key, value, pre, next, now),
+                Op::Delete(key, pre) => delete(&tx, &view, key, pre, next, now),
                 Op::Compact => Ok(Applied {
                     object: None,
                     change: None,
@@ -286,6 +285,7 @@ impl Writer {
 struct View<'a> {
     pending: &'a Pending,
     batch: HashMap<Key, Arc<Change>>,
+    objects: &'a Connection,
 }
 
 /// An object as it stands before a write.
@@ -295,7 +295,7 @@ struct Current {
     value: Arc<Value>,
 }
 
-fn current(objects: &Connection, view: &View<'_>, key: &Key) -> Result<Option<Current>> {
+fn current(view: &View<'_>, key: &Key) -> Result<Option<Current>> {
     if let Some(change) = view.batch.get(key).or_else(|| view.pending.get(key)) {
         return Ok((change.kind != ChangeKind::Deleted).then(|| Current {
             rev: change.rev,
@@ -303,7 +303,8 @@ fn current(objects: &Connection, view: &View<'_>, key: &Key) -> Result<Option<Cu
             value: change.object.clone(),
         }));
     }
-    let row: Option<(i64, String)> = objects
+    let row: Option<(i64, String)> = view
+        .objects
         .prepare_cached(
             "SELECT rev, value FROM objects WHERE resource = ? AND namespace = ? AND name = ?",
         )
@@ -398,14 +399,13 @@ fn record(
 
 fn create(
     conn: &Transaction<'_>,
-    objects: &Connection,
     view: &View<'_>,
     key: &Key,
     value: &Value,
     rev: u64,
     now: i64,
 ) -> Result<Applied> {
-    if current(objects, view, key)?.is_some() {
+    if current(view, key)?.is_some() {
         return Err(StoreError::AlreadyExists);
     }
     let value = with_rev(value.clone(), rev);
@@ -414,7 +414,6 @@ fn create(
 
 fn update(
     conn: &Transaction<'_>,
-    objects: &Connection,
     view: &View<'_>,
     key: &Key,
     value: &Value,
@@ -422,7 +421,7 @@ fn update(
     rev: u64,
     now: i64,
 ) -> Result<Applied> {
-    let old = current(objects, view, key)?.ok_or(StoreError::NotFound)?;
+    let old = current(view, key)?.ok_or(StoreError::NotFound)?;
     check(pre, &old)?;
     let value = with_rev(value.clone(), rev);
     record(conn, key, ChangeKind::Modified, rev, value, Some(old), now)
@@ -430,14 +429,13 @@ fn update(
 
 fn delete(
     conn: &Transaction<'_>,
-    objects: &Connection,
     view: &View<'_>,
     key: &Key,
     pre: &Preconditions,
     rev: u64,
     now: i64,
 ) -> Result<Applied> {
-    let old = current(objects, view, key)?.ok_or(StoreError::NotFound)?;
+    let old = current(view, key)?.ok_or(StoreError::NotFound)?;
     check(pre, &old)?;
     // Watchers see the deleted object at the deletion's revision.
     let last = with_rev((*old.value).clone(), rev);
