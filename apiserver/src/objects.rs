@@ -341,7 +341,8 @@ pub async fn list(state: &AppState, target: &Target, params: &Params) -> Result<
     }))
 }
 
-fn key_of(object: &Value) -> (String, String) {
+/// The (namespace, name) an object sorts by in lists.
+pub fn key_of(object: &Value) -> (String, String) {
     (
         object["metadata"]["namespace"]
             .as_str()

@@ -23,7 +23,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::AppState;
-use crate::objects::Filter;
+use crate::objects::{Filter, key_of};
 use crate::request::{Params, Target};
 use crate::store::{Change, ChangeKind, ListQuery};
 
@@ -190,16 +190,7 @@ async fn send_current(
         at_rev = Some(page.rev);
         watcher.rev = page.rev;
         for object in &page.objects {
-            after = Some((
-                object["metadata"]["namespace"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                object["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            ));
+            after = Some(key_of(object));
             if watcher.filter.matches(object)
                 && tx.send(value_event("ADDED", object)).await.is_err()
             {

@@ -22,26 +22,31 @@ pub(super) fn meta_value(conn: &Connection, key: &str) -> Result<u64> {
     Ok(value.unwrap_or(0) as u64)
 }
 
-/// The folded state of a key (callers look at unfolded changes first).
-pub(super) fn get(conn: &Connection, key: &Key) -> Result<Option<Object>> {
-    let row: Option<(i64, String)> = conn
-        .prepare_cached(
-            "SELECT rev, value FROM objects WHERE resource = ? AND namespace = ? AND name = ?",
-        )
-        .and_then(|mut stmt| {
-            stmt.query_row(params![key.resource, key.namespace, key.name], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
-            .optional()
+/// The folded row of a key, its revision and JSON (callers look at
+/// unfolded changes first).
+pub(super) fn object_row(conn: &Connection, key: &Key) -> Result<Option<(u64, String)>> {
+    conn.prepare_cached(
+        "SELECT rev, value FROM objects WHERE resource = ? AND namespace = ? AND name = ?",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row(params![key.resource, key.namespace, key.name], |row| {
+            Ok((row.get::<_, i64>(0)? as u64, row.get(1)?))
         })
-        .map_err(backend)?;
-    row.map(|(rev, text)| {
-        Ok(Object {
-            rev: rev as u64,
-            value: Arc::new(parse(&text)?),
-        })
+        .optional()
     })
-    .transpose()
+    .map_err(backend)
+}
+
+/// The folded state of a key.
+pub(super) fn get(conn: &Connection, key: &Key) -> Result<Option<Object>> {
+    object_row(conn, key)?
+        .map(|(rev, text)| {
+            Ok(Object {
+                rev,
+                value: Arc::new(parse(&text)?),
+            })
+        })
+        .transpose()
 }
 
 /// (namespace, name): the order lists come in.

@@ -9,12 +9,12 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::folder::FolderMessage;
-use super::read::meta_value;
+use super::read::{meta_value, object_row};
 use super::{History, Pending, SCHEMA, Shared, backend, parse, set_meta};
 use crate::store::{Change, ChangeKind, Key, Object, Preconditions, Result, StoreError};
 
@@ -303,27 +303,12 @@ fn current(view: &View<'_>, key: &Key) -> Result<Option<Current>> {
             value: change.object.clone(),
         }));
     }
-    let row: Option<(i64, String)> = view
-        .objects
-        .prepare_cached(
-            "SELECT rev, value FROM objects WHERE resource = ? AND namespace = ? AND name = ?",
-        )
-        .and_then(|mut stmt| {
-            stmt.query_row(params![key.resource, key.namespace, key.name], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
-            .optional()
+    object_row(view.objects, key)?
+        .map(|(rev, text)| {
+            let value = Arc::new(parse(&text)?);
+            Ok(Current { rev, text, value })
         })
-        .map_err(backend)?;
-    row.map(|(rev, text)| {
-        let value = Arc::new(parse(&text)?);
-        Ok(Current {
-            rev: rev as u64,
-            text,
-            value,
-        })
-    })
-    .transpose()
+        .transpose()
 }
 
 /// Checks preconditions against the current object; on a mismatch returns
