@@ -304,3 +304,23 @@ async fn a_watcher_that_falls_behind_is_ended() {
         "delivered {delivered} of {total}: nothing was cut off"
     );
 }
+
+#[tokio::test]
+async fn timeout_seconds_ends_the_watch() {
+    let api = common::start().await;
+    let started = tokio::time::Instant::now();
+    // Asks for more events than will come: the server must end the stream.
+    let events = api
+        .watch_events(
+            &format!("{CONFIGMAPS}?watch=1&resourceVersion=1&timeoutSeconds=1"),
+            1,
+            WAIT,
+        )
+        .await;
+    let took = started.elapsed();
+    assert!(events.is_empty(), "{events:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "the watch ended after {took:?}"
+    );
+}
