@@ -79,15 +79,15 @@ impl AppState {
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(ok))
-        .route("/livez", get(ok))
-        .route("/readyz", get(ok))
+        .route("/healthz", get(healthy))
+        .route("/livez", get(healthy))
+        .route("/readyz", get(healthy))
         .route("/version", get(version))
         .fallback(dispatch)
         .with_state(state)
 }
 
-async fn ok() -> &'static str {
+async fn healthy() -> &'static str {
     "ok"
 }
 
@@ -115,6 +115,10 @@ fn json_response(code: StatusCode, body: &Value) -> Response {
         serde_json::to_vec(body).unwrap_or_default(),
     )
         .into_response()
+}
+
+fn ok(value: impl std::borrow::Borrow<Value>) -> Result<Response> {
+    Ok(json_response(StatusCode::OK, value.borrow()))
 }
 
 fn error_response(err: &ApiError) -> Response {
@@ -181,7 +185,6 @@ async fn handle(state: &AppState, request: Request) -> Result<Response> {
     let headers = parts.headers;
     let read = || async { read_body(&headers, body).await };
 
-    let ok = |value: Value| Ok(json_response(StatusCode::OK, &value));
     let sub = target.subresource.as_deref();
     match (&parts.method, target.name.is_some(), sub) {
         (&Method::GET, false, None) if params.flag("watch") => {

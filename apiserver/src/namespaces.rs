@@ -236,7 +236,7 @@ async fn finalize_terminating(state: &AppState) -> Result<bool> {
             })
             .await
             .or_else(|err| match err {
-                ApiError::NotFound { .. } => Ok(json!({})),
+                ApiError::NotFound { .. } => Ok(Default::default()),
                 err => Err(err),
             })?;
         }

@@ -133,7 +133,7 @@ pub async fn create(
     params: &Params,
     body: &[u8],
     body_type: BodyType,
-) -> Result<(StatusCode, Value)> {
+) -> Result<(StatusCode, Arc<Value>)> {
     let resource = target.resource;
     let mut object = decode_object(body, body_type)?;
     check_kind(resource, &mut object)?;
@@ -168,7 +168,9 @@ pub async fn create(
         } else {
             metadata.remove("generation");
         }
-        metadata.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        // From the thread's generator, not a getrandom call per object.
+        let uid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        metadata.insert("uid".into(), json!(uid.to_string()));
         metadata.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));
     }
     if resource.resets_status_on_create {
@@ -187,7 +189,7 @@ pub async fn create(
         check_namespace(state, resource, &url_ns, &name).await?;
     }
     if params.dry_run()? {
-        return Ok((StatusCode::CREATED, object));
+        return Ok((StatusCode::CREATED, Arc::new(object)));
     }
     // A generated name that collides is retried with fresh suffixes.
     let mut attempts = if needs_name && generate_name.is_some() {
@@ -197,12 +199,14 @@ pub async fn create(
     };
     loop {
         let name = meta::name(&object).unwrap_or_default().to_string();
-        match state
-            .store
-            .create(target.key_for(&name), object.clone())
-            .await
-        {
-            Ok(stored) => return Ok((StatusCode::CREATED, (*stored.value).clone())),
+        // Kept for another try only when one may follow.
+        let value = if attempts > 1 {
+            object.clone()
+        } else {
+            std::mem::take(&mut object)
+        };
+        match state.store.create(target.key_for(&name), value).await {
+            Ok(stored) => return Ok((StatusCode::CREATED, stored.value)),
             Err(StoreError::AlreadyExists) if attempts > 1 => {
                 attempts -= 1;
                 let prefix = generate_name.as_deref().unwrap_or_default();
@@ -214,8 +218,8 @@ pub async fn create(
 }
 
 /// GET of one object.
-pub async fn get(state: &AppState, target: &Target) -> Result<Value> {
-    Ok((*read(state, target).await?.value).clone())
+pub async fn get(state: &AppState, target: &Target) -> Result<Arc<Value>> {
+    Ok(read(state, target).await?.value)
 }
 
 /// Reads the object a target names, 404 when absent.
@@ -369,7 +373,7 @@ pub async fn guaranteed_update(
     pinned_rv: Option<u64>,
     dry_run: bool,
     mutate: &Mutation<'_>,
-) -> Result<Value> {
+) -> Result<Arc<Value>> {
     let name = target.name.clone().unwrap_or_default();
     loop {
         let current = read(state, target).await?;
@@ -377,10 +381,10 @@ pub async fn guaranteed_update(
             return Err(target.conflict(&name, CONFLICT_MODIFIED));
         }
         let Some(updated) = mutate(&current.value)? else {
-            return Ok((*current.value).clone());
+            return Ok(current.value);
         };
         if dry_run {
-            return Ok(updated);
+            return Ok(Arc::new(updated));
         }
         let pre = Preconditions {
             rev: Some(current.rev),
@@ -393,7 +397,7 @@ pub async fn guaranteed_update(
                 {
                     return remove(state, target, stored.rev).await;
                 }
-                return Ok((*stored.value).clone());
+                return Ok(stored.value);
             }
             Err(StoreError::Conflict(_)) if pinned_rv.is_none() => continue,
             Err(err) => return Err(target.store_error(&name, err)),
@@ -403,14 +407,14 @@ pub async fn guaranteed_update(
 
 /// Deletes an object known to be at `rev`; a concurrent change is retried
 /// by the caller's next reconcile, so it is reported, not hidden.
-async fn remove(state: &AppState, target: &Target, rev: u64) -> Result<Value> {
+async fn remove(state: &AppState, target: &Target, rev: u64) -> Result<Arc<Value>> {
     let name = target.name.clone().unwrap_or_default();
     let pre = Preconditions {
         rev: Some(rev),
         uid: None,
     };
     match state.store.delete(target.key(), pre).await {
-        Ok(deleted) => Ok((*deleted.value).clone()),
+        Ok(deleted) => Ok(deleted.value),
         Err(err) => Err(target.store_error(&name, err)),
     }
 }
@@ -534,7 +538,7 @@ pub async fn replace(
     body: &[u8],
     body_type: BodyType,
     part: Part,
-) -> Result<Value> {
+) -> Result<Arc<Value>> {
     let incoming = decode_object(body, body_type)?;
     let pinned = pinned_rv(&incoming)?;
     let url_name = target.name.clone().unwrap_or_default();
@@ -553,7 +557,7 @@ pub async fn patch(
     body: &[u8],
     body_type: BodyType,
     part: Part,
-) -> Result<Value> {
+) -> Result<Arc<Value>> {
     enum Patch {
         Merge(Value),
         Json(json_patch::Patch),

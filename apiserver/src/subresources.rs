@@ -3,6 +3,8 @@
 //! a pod) and namespaces' `finalize`. `status` goes through the generic
 //! update path in `objects`.
 
+use std::sync::Arc;
+
 use knit_api::selector::LabelSelector;
 use knit_api::status::success_status;
 use knit_api::{ApiError, Cause, Result};
@@ -38,7 +40,7 @@ fn scale_of(object: &Value) -> Value {
 }
 
 pub async fn get_scale(state: &AppState, target: &Target) -> Result<Value> {
-    Ok(scale_of(&objects::get(state, target).await?))
+    Ok(scale_of(&*objects::get(state, target).await?))
 }
 
 /// PUT or PATCH of `scale`: the new Scale's `spec.replicas` becomes the
@@ -168,7 +170,7 @@ pub async fn finalize(
     params: &Params,
     body: &[u8],
     body_type: BodyType,
-) -> Result<Value> {
+) -> Result<Arc<Value>> {
     let request = decode_object(body, body_type)?;
     let wanted = request["spec"]["finalizers"].clone();
     guaranteed_update(state, target, None, params.dry_run()?, &|current| {

@@ -2,6 +2,7 @@
 //! log's checkpoint thread, and opening the log.
 
 use std::collections::HashMap;
+use std::mem::take;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
@@ -172,9 +173,9 @@ impl Writer {
         }
     }
 
-    fn commit_batch(&mut self, batch: Vec<WriteRequest>) {
+    fn commit_batch(&mut self, mut batch: Vec<WriteRequest>) {
         let mut outcomes = Vec::with_capacity(batch.len());
-        match self.apply_all(&batch, &mut outcomes) {
+        match self.apply_all(&mut batch, &mut outcomes) {
             Ok(committed) => {
                 self.rev = committed.rev;
                 self.compacted = committed.compacted;
@@ -220,7 +221,7 @@ impl Writer {
     /// error and writes nothing; a storage error fails the whole batch.
     fn apply_all(
         &mut self,
-        batch: &[WriteRequest],
+        batch: &mut [WriteRequest],
         outcomes: &mut Vec<Result<Applied>>,
     ) -> Result<Committed> {
         // IMMEDIATE: take the write lock up front (waiting out a WAL reset)
@@ -237,11 +238,12 @@ impl Writer {
         };
         let mut rev = self.rev;
         let now = unix_now();
-        for request in batch {
+        for request in batch.iter_mut() {
             let next = rev + 1;
-            let outcome = match &request.op {
-                Op::Create(key, value) => create(&tx, &view, key, value, next, now),
-                Op::Update(key, value, pre) => update(&tx, &view, key, value, pre, next, now),
+            // The values move into the log; a request is answered from it.
+            let outcome = match &mut request.op {
+                Op::Create(key, value) => create(&tx, &view, key, take(value), next, now),
+                Op::Update(key, value, pre) => update(&tx, &view, key, take(value), pre, next, now),
                 Op::Delete(key, pre) => delete(&tx, &view, key, pre, next, now),
                 Op::Compact => Ok(Applied {
                     object: None,
@@ -386,14 +388,14 @@ fn create(
     conn: &Transaction<'_>,
     view: &View<'_>,
     key: &Key,
-    value: &Value,
+    value: Value,
     rev: u64,
     now: i64,
 ) -> Result<Applied> {
     if current(view, key)?.is_some() {
         return Err(StoreError::AlreadyExists);
     }
-    let value = with_rev(value.clone(), rev);
+    let value = with_rev(value, rev);
     record(conn, key, ChangeKind::Added, rev, value, None, now)
 }
 
@@ -401,14 +403,14 @@ fn update(
     conn: &Transaction<'_>,
     view: &View<'_>,
     key: &Key,
-    value: &Value,
+    value: Value,
     pre: &Preconditions,
     rev: u64,
     now: i64,
 ) -> Result<Applied> {
     let old = current(view, key)?.ok_or(StoreError::NotFound)?;
     check(pre, &old)?;
-    let value = with_rev(value.clone(), rev);
+    let value = with_rev(value, rev);
     record(conn, key, ChangeKind::Modified, rev, value, Some(old), now)
 }
 
