@@ -1,0 +1,258 @@
+//! Updates: PUT and PATCH of an object or its status, and the retry loop
+//! every read-modify-write of the server goes through.
+
+use std::sync::Arc;
+
+use knit_api::registry::Resource;
+use knit_api::{ApiError, Cause, Result};
+use serde_json::Value;
+
+use super::{Part, admit, check_kind, invalid, read};
+use crate::AppState;
+use crate::meta::{self, finalizers, is_deleting, metadata_mut};
+use crate::request::{BodyType, CONFLICT_MODIFIED, Params, Target, decode_object};
+use crate::store::{Preconditions, StoreError};
+
+/// What an update does to the current object: returns the object to store,
+/// or `None` when nothing changes.
+pub type Mutation<'a> = dyn Fn(&Value) -> Result<Option<Value>> + Send + Sync + 'a;
+
+/// Applies `mutate` to the current object and stores the result, retrying on
+/// a concurrent write unless the caller pinned a `resourceVersion` (then a
+/// stale one is a 409). An object left deleting without finalizers is
+/// removed. Returns the object as stored (or as deleted).
+pub async fn guaranteed_update(
+    state: &AppState,
+    target: &Target,
+    pinned_rv: Option<u64>,
+    dry_run: bool,
+    mutate: &Mutation<'_>,
+) -> Result<Arc<Value>> {
+    let name = target.name.clone().unwrap_or_default();
+    loop {
+        let current = read(state, target).await?;
+        if pinned_rv.is_some_and(|rv| rv != current.rev) {
+            return Err(target.conflict(&name, CONFLICT_MODIFIED));
+        }
+        let Some(updated) = mutate(&current.value)? else {
+            return Ok(current.value);
+        };
+        if dry_run {
+            return Ok(Arc::new(updated));
+        }
+        let pre = Preconditions {
+            rev: Some(current.rev),
+            uid: None,
+        };
+        match state.store.update(target.key(), updated, pre).await {
+            Ok(stored) => {
+                if is_deleting(&stored.value)
+                    && pending_finalizers(target.resource, &stored.value).is_empty()
+                {
+                    return remove(state, target, stored.rev).await;
+                }
+                return Ok(stored.value);
+            }
+            Err(StoreError::Conflict(_)) if pinned_rv.is_none() => continue,
+            Err(err) => return Err(target.store_error(&name, err)),
+        }
+    }
+}
+
+/// Deletes an object known to be at `rev`; a concurrent change is retried
+/// by the caller's next reconcile, so it is reported, not hidden.
+pub(super) async fn remove(state: &AppState, target: &Target, rev: u64) -> Result<Arc<Value>> {
+    let name = target.name.clone().unwrap_or_default();
+    let pre = Preconditions {
+        rev: Some(rev),
+        uid: None,
+    };
+    match state.store.delete(target.key(), pre).await {
+        Ok(deleted) => Ok(deleted.value),
+        Err(err) => Err(target.store_error(&name, err)),
+    }
+}
+
+/// Finalizers that hold an object: `metadata.finalizers`, and for a
+/// namespace also `spec.finalizers` (its content must go first).
+pub fn pending_finalizers(resource: &Resource, object: &Value) -> Vec<String> {
+    let mut pending = finalizers(object);
+    if resource.kind == "Namespace"
+        && let Some(spec) = object["spec"]["finalizers"].as_array()
+    {
+        pending.extend(spec.iter().filter_map(|f| f.as_str().map(str::to_string)));
+    }
+    pending
+}
+
+/// Builds the object an update of `part` stores, from the current object
+/// and what the client sent; `None` when nothing would change.
+pub fn prepare_update(
+    resource: &Resource,
+    current: &Value,
+    mut incoming: Value,
+    part: Part,
+    url_name: &str,
+) -> Result<Option<Value>> {
+    check_kind(resource, &mut incoming)?;
+    match meta::name(&incoming) {
+        Some(name) if name != url_name => {
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({name}) does not match the name on the URL ({url_name})"
+            )));
+        }
+        _ => {}
+    }
+    let mut updated = match part {
+        Part::Status => {
+            // A status write changes status only.
+            let mut updated = current.clone();
+            updated["status"] = incoming.get("status").cloned().unwrap_or(Value::Null);
+            if updated["status"].is_null() {
+                updated.as_object_mut().map(|o| o.remove("status"));
+            }
+            updated
+        }
+        Part::Main => {
+            if resource.has_status() {
+                match current.get("status") {
+                    Some(status) => incoming["status"] = status.clone(),
+                    None => {
+                        incoming.as_object_mut().map(|o| o.remove("status"));
+                    }
+                }
+            }
+            // Fields the server owns are kept as they are.
+            let old_meta = current["metadata"].clone();
+            let metadata = metadata_mut(&mut incoming);
+            for owned in [
+                "name",
+                "namespace",
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "resourceVersion",
+            ] {
+                match old_meta.get(owned) {
+                    Some(value) => metadata.insert(owned.into(), value.clone()),
+                    None => metadata.remove(owned),
+                };
+            }
+            incoming
+        }
+    };
+    if part == Part::Main {
+        let mut causes = Vec::new();
+        if is_deleting(current) {
+            let old = finalizers(current);
+            if finalizers(&updated).iter().any(|f| !old.contains(f)) {
+                causes.push(Cause::forbidden(
+                    "metadata.finalizers",
+                    "no new finalizers can be added if the object is being deleted",
+                ));
+            }
+        }
+        if !causes.is_empty() {
+            return Err(invalid(resource, &updated, causes));
+        }
+    }
+    admit(resource, &mut updated, Some(current))?;
+    if meta::spec_of(&updated) != meta::spec_of(current) {
+        meta::bump_generation(resource, current, &mut updated);
+    }
+    // Compare without the resourceVersion the client may or may not echo.
+    let mut comparable = updated.clone();
+    metadata_mut(&mut comparable).insert(
+        "resourceVersion".into(),
+        current["metadata"]["resourceVersion"].clone(),
+    );
+    if &comparable == current {
+        return Ok(None);
+    }
+    Ok(Some(updated))
+}
+
+fn pinned_rv(object: &Value) -> Result<Option<u64>> {
+    meta::resource_version(object)
+        .map(|rv| {
+            rv.parse::<u64>().map_err(|_| {
+                ApiError::BadRequest(format!("invalid resourceVersion {rv:?}: not an integer"))
+            })
+        })
+        .transpose()
+}
+
+/// PUT of an object or its status.
+pub async fn replace(
+    state: &AppState,
+    target: &Target,
+    params: &Params,
+    body: &[u8],
+    body_type: BodyType,
+    part: Part,
+) -> Result<Arc<Value>> {
+    let incoming = decode_object(body, body_type)?;
+    let pinned = pinned_rv(&incoming)?;
+    let url_name = target.name.clone().unwrap_or_default();
+    let resource = target.resource;
+    guaranteed_update(state, target, pinned, params.dry_run()?, &|current| {
+        prepare_update(resource, current, incoming.clone(), part, &url_name)
+    })
+    .await
+}
+
+/// PATCH of an object or its status, with a JSON merge patch or a JSON patch.
+pub async fn patch(
+    state: &AppState,
+    target: &Target,
+    params: &Params,
+    body: &[u8],
+    body_type: BodyType,
+    part: Part,
+) -> Result<Arc<Value>> {
+    enum Patch {
+        Merge(Value),
+        Json(json_patch::Patch),
+    }
+    let patch = match body_type {
+        BodyType::MergePatch => Patch::Merge(decode_object(body, BodyType::Json)?),
+        BodyType::JsonPatch => Patch::Json(
+            serde_json::from_slice(body)
+                .map_err(|e| ApiError::BadRequest(format!("error decoding JSON patch: {e}")))?,
+        ),
+        _ => {
+            return Err(ApiError::UnsupportedMediaType {
+                accepted: "application/merge-patch+json, application/json-patch+json".into(),
+            });
+        }
+    };
+    let pinned = match &patch {
+        Patch::Merge(value) => pinned_rv(value)?,
+        Patch::Json(_) => None,
+    };
+    let url_name = target.name.clone().unwrap_or_default();
+    let resource = target.resource;
+    guaranteed_update(state, target, pinned, params.dry_run()?, &|current| {
+        let mut patched = current.clone();
+        match &patch {
+            Patch::Merge(merge) => json_patch::merge(&mut patched, merge),
+            Patch::Json(ops) => {
+                json_patch::patch(&mut patched, ops).map_err(|e| ApiError::Invalid {
+                    group: resource.group.into(),
+                    kind: resource.kind.into(),
+                    name: url_name.clone(),
+                    causes: vec![Cause::invalid("", &Value::Null, e.to_string())],
+                })?
+            }
+        }
+        if !patched.is_object() {
+            return Err(ApiError::BadRequest(
+                "the patch does not result in an object".into(),
+            ));
+        }
+        prepare_update(resource, current, patched, part, &url_name)
+    })
+    .await
+}
