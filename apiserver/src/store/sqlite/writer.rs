@@ -22,7 +22,7 @@ use crate::store::{Change, ChangeKind, Key, Object, Preconditions, Result, Store
 /// Most requests one transaction takes; bounds the latency of a batch.
 const MAX_BATCH: usize = 1024;
 /// How often committed WAL frames are copied back into the database.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// A WAL larger than this is reset by the writer.
 const WAL_BYTES_LIMIT: u64 = 64 << 20;
 
