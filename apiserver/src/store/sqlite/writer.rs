@@ -1,7 +1,7 @@
 //! The writer thread (group commit of the change log, compaction), the
 //! log's checkpoint thread, and opening the log.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::mem::take;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -91,6 +91,8 @@ pub(super) struct Writer {
     conn: Connection,
     /// Reads `objects` for keys with no unfolded change.
     objects: Connection,
+    /// Every key that exists now: a create checks it here, not in `objects`.
+    live: HashSet<Key>,
     shared: Arc<Shared>,
     folder: Sender<FolderMessage>,
     history: History,
@@ -123,9 +125,11 @@ impl Writer {
         history: History,
     ) -> Result<mpsc::Sender<WriteRequest>> {
         let (writes, queue) = mpsc::channel(4 * MAX_BATCH);
+        let live = live_keys(&objects)?;
         let writer = Writer {
             conn: opened.conn,
             objects,
+            live,
             shared,
             folder,
             history,
@@ -190,6 +194,13 @@ impl Writer {
                         pending.insert(change.key.clone(), change.clone());
                     }
                 }
+                for change in &changes {
+                    match change.kind {
+                        ChangeKind::Added => self.live.insert(change.key.clone()),
+                        ChangeKind::Deleted => self.live.remove(&change.key),
+                        ChangeKind::Modified => true,
+                    };
+                }
                 // After the pending map has them: the folder drops them from
                 // it once folded.
                 if !changes.is_empty() {
@@ -235,6 +246,7 @@ impl Writer {
             pending: &pending,
             batch: HashMap::new(),
             objects: &self.objects,
+            live: &self.live,
         };
         let mut rev = self.rev;
         let now = unix_now();
@@ -288,6 +300,17 @@ struct View<'a> {
     pending: &'a Pending,
     batch: HashMap<Key, Arc<Change>>,
     objects: &'a Connection,
+    live: &'a HashSet<Key>,
+}
+
+impl View<'_> {
+    /// Whether a key exists, without reading its object.
+    fn exists(&self, key: &Key) -> bool {
+        match self.batch.get(key) {
+            Some(change) => change.kind != ChangeKind::Deleted,
+            None => self.live.contains(key),
+        }
+    }
 }
 
 /// An object as it stands before a write.
@@ -392,7 +415,7 @@ fn create(
     rev: u64,
     now: i64,
 ) -> Result<Applied> {
-    if current(view, key)?.is_some() {
+    if view.exists(key) {
         return Err(StoreError::AlreadyExists);
     }
     let value = with_rev(value, rev);
@@ -484,6 +507,22 @@ pub(super) async fn compact_periodically(writes: mpsc::WeakSender<WriteRequest>,
             tracing::warn!(error = %err, "compaction failed");
         }
     }
+}
+
+/// The keys of every object in `objects` (which opening brought up to date).
+fn live_keys(objects: &Connection) -> Result<HashSet<Key>> {
+    let mut stmt = objects
+        .prepare("SELECT resource, namespace, name FROM objects")
+        .map_err(backend)?;
+    stmt.query_map([], |row| {
+        Ok(Key::new(
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+        ))
+    })
+    .and_then(|rows| rows.collect())
+    .map_err(backend)
 }
 
 /// Starts the thread that checkpoints the WAL.
