@@ -173,26 +173,12 @@ fn changes_forward(
     from: u64,
     to: u64,
 ) -> Result<BTreeMap<ListKey, Option<String>>> {
-    let (scope, mut params) = scope(query, "changes");
-    params.push((from as i64).into());
-    params.push((to as i64).into());
+    let (scope, params) = scope(query, "changes");
     let sql = format!(
         "SELECT namespace, name, kind, value FROM changes
          WHERE {scope} AND rev > ? AND rev <= ? ORDER BY rev"
     );
-    let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
-    let rows = stmt
-        .query_map(params_from_iter(params), |row| {
-            let kind: String = row.get(2)?;
-            let value = (kind != ChangeKind::Deleted.as_str())
-                .then(|| row.get(3))
-                .transpose()?;
-            Ok(((row.get(0)?, row.get(1)?), value))
-        })
-        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-        .map_err(backend)?;
-    // Later changes of a key replace earlier ones.
-    Ok(rows.into_iter().collect())
+    overlay(conn, &sql, params, (from, to), ChangeKind::Deleted)
 }
 
 /// For each key in scope changed in `(from, to]`: its state before the
@@ -203,25 +189,38 @@ fn changes_back(
     from: u64,
     to: u64,
 ) -> Result<BTreeMap<ListKey, Option<String>>> {
-    let (scope, mut params) = scope(query, "changes");
-    params.push((from as i64).into());
-    params.push((to as i64).into());
+    let (scope, params) = scope(query, "changes");
     let sql = format!(
         "SELECT c.namespace, c.name, c.kind, c.prev FROM changes c JOIN (
              SELECT namespace, name, MIN(rev) AS first FROM changes
              WHERE {scope} AND rev > ? AND rev <= ? GROUP BY namespace, name) f
          ON c.rev = f.first"
     );
-    let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
-    stmt.query_map(params_from_iter(params), |row| {
-        let kind: String = row.get(2)?;
-        let before = (kind != ChangeKind::Added.as_str())
-            .then(|| row.get(3))
-            .transpose()?;
-        Ok(((row.get(0)?, row.get(1)?), before))
-    })
-    .and_then(|rows| rows.collect())
-    .map_err(backend)
+    overlay(conn, &sql, params, (from, to), ChangeKind::Added)
+}
+
+/// Runs a query over a range of the log whose rows are (namespace, name,
+/// kind, JSON): a row of kind `absent` says the key did not exist. A later
+/// row of a key replaces an earlier one.
+fn overlay(
+    conn: &Connection,
+    sql: &str,
+    mut params: Vec<SqlValue>,
+    (from, to): (u64, u64),
+    absent: ChangeKind,
+) -> Result<BTreeMap<ListKey, Option<String>>> {
+    params.push((from as i64).into());
+    params.push((to as i64).into());
+    let mut stmt = conn.prepare_cached(sql).map_err(backend)?;
+    let rows = stmt
+        .query_map(params_from_iter(params), |row| {
+            let kind: String = row.get(2)?;
+            let json = (kind != absent.as_str()).then(|| row.get(3)).transpose()?;
+            Ok(((row.get(0)?, row.get(1)?), json))
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(backend)?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Changes after `rev`, oldest first.
