@@ -3,6 +3,7 @@
 //! and the Kubernetes `Status` errors every layer returns.
 
 pub mod defaults;
+pub mod patch;
 pub mod registry;
 pub mod selector;
 pub mod status;

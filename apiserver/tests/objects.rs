@@ -556,3 +556,84 @@ async fn delete_preconditions_and_collections() {
         .collect();
     assert_eq!(left, ["x3"]);
 }
+
+#[tokio::test]
+async fn strategic_merge_patches_merge_lists_by_key() {
+    let api = common::start().await;
+    let deployments: Api<Deployment> = Api::namespaced(api.client.clone(), "default");
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
+                {"name": "app", "image": "nginx:1.25", "env": [{"name": "A", "value": "1"}]},
+                {"name": "sidecar", "image": "busybox"}
+            ]}}
+        }
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+
+    // What `kubectl set image` and `kubectl label` send: only what changes.
+    let patch = json!({
+        "metadata": {"labels": {"tier": "front"}},
+        "spec": {"template": {"spec": {"containers": [
+            {"name": "app", "image": "nginx:1.27", "env": [{"name": "B", "value": "2"}]}
+        ]}}}
+    });
+    let patched = deployments
+        .patch("web", &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .unwrap();
+    let labels = patched.metadata.labels.unwrap();
+    assert_eq!(
+        (labels["app"].as_str(), labels["tier"].as_str()),
+        ("web", "front")
+    );
+    let containers = patched.spec.unwrap().template.spec.unwrap().containers;
+    let summary: Vec<(String, String)> = containers
+        .iter()
+        .map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("app".to_string(), "nginx:1.27".to_string()),
+            ("sidecar".to_string(), "busybox".to_string())
+        ],
+        "containers merged by name, in their order"
+    );
+    let env: Vec<String> = containers[0]
+        .env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(env, ["A", "B"], "env merged by name");
+    assert_eq!(patched.metadata.generation, Some(2));
+
+    let delete_sidecar = json!({"spec": {"template": {"spec": {"containers": [{"name": "sidecar", "$patch": "delete"}]}}}});
+    let patched = deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Strategic(&delete_sidecar),
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = patched
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["app"]);
+}

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use knit_api::patch::strategic_merge;
 use knit_api::registry::Resource;
 use knit_api::{ApiError, Cause, Result};
 use serde_json::Value;
@@ -203,7 +204,8 @@ pub async fn replace(
     .await
 }
 
-/// PATCH of an object or its status, with a JSON merge patch or a JSON patch.
+/// PATCH of an object or its status, with a JSON merge patch, a strategic
+/// merge patch (lists merged by their Kubernetes merge keys) or a JSON patch.
 pub async fn patch(
     state: &AppState,
     target: &Target,
@@ -214,22 +216,26 @@ pub async fn patch(
 ) -> Result<Arc<Value>> {
     enum Patch {
         Merge(Value),
+        Strategic(Value),
         Json(json_patch::Patch),
     }
     let patch = match body_type {
         BodyType::MergePatch => Patch::Merge(decode_object(body, BodyType::Json)?),
+        BodyType::StrategicMergePatch => Patch::Strategic(decode_object(body, BodyType::Json)?),
         BodyType::JsonPatch => Patch::Json(
             serde_json::from_slice(body)
                 .map_err(|e| ApiError::BadRequest(format!("error decoding JSON patch: {e}")))?,
         ),
         _ => {
             return Err(ApiError::UnsupportedMediaType {
-                accepted: "application/merge-patch+json, application/json-patch+json".into(),
+                accepted: "application/merge-patch+json, application/json-patch+json, \
+                           application/strategic-merge-patch+json"
+                    .into(),
             });
         }
     };
     let pinned = match &patch {
-        Patch::Merge(value) => pinned_rv(value)?,
+        Patch::Merge(value) | Patch::Strategic(value) => pinned_rv(value)?,
         Patch::Json(_) => None,
     };
     let url_name = target.name.clone().unwrap_or_default();
@@ -238,6 +244,10 @@ pub async fn patch(
         let mut patched = current.clone();
         match &patch {
             Patch::Merge(merge) => json_patch::merge(&mut patched, merge),
+            Patch::Strategic(strategic) => {
+                patched = strategic_merge(resource.kind, current, strategic)
+                    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            }
             Patch::Json(ops) => {
                 json_patch::patch(&mut patched, ops).map_err(|e| ApiError::Invalid {
                     group: resource.group.into(),
