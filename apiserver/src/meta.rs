@@ -48,20 +48,18 @@ pub fn finalizers(object: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Everything but `metadata` and `status`: what a change to bumps
-/// `metadata.generation`.
-pub fn spec_of(object: &Value) -> Map<String, Value> {
-    object
-        .as_object()
-        .map(|map| {
-            map.iter()
-                .filter(|(k, _)| {
-                    !matches!(k.as_str(), "metadata" | "status" | "kind" | "apiVersion")
-                })
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        })
-        .unwrap_or_default()
+/// Whether anything but `metadata` and `status` differs between two
+/// objects: a change to the desired state, which bumps
+/// `metadata.generation`. Compared in place, without copying either.
+pub fn spec_changed(a: &Value, b: &Value) -> bool {
+    let desired = |k: &String| !matches!(k.as_str(), "metadata" | "status" | "kind" | "apiVersion");
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a != b;
+    };
+    a.keys()
+        .chain(b.keys())
+        .filter(|k| desired(k))
+        .any(|k| a.get(k) != b.get(k))
 }
 
 /// Counts one more change to the desired state of `updated` (from

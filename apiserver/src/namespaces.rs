@@ -6,11 +6,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+
 use std::time::Duration;
 
 use knit_api::registry::{self, Resource};
 use knit_api::{ApiError, Result};
 use serde_json::json;
+use tokio::sync::Notify;
 
 use crate::AppState;
 use crate::meta::is_deleting;
@@ -49,10 +51,12 @@ pub enum Phase {
 
 /// The namespaces as last seen on the store's change feed, so that a
 /// create need not read its namespace. A miss is not an answer: callers
-/// read the store (the namespace may be newer than the cache).
+/// read the store (the namespace may be newer than the cache). The
+/// lifecycle waits on `changed` rather than reading the whole feed again.
 #[derive(Debug, Default)]
 pub struct NamespaceCache {
     phases: RwLock<HashMap<String, Phase>>,
+    changed: Notify,
 }
 
 impl NamespaceCache {
@@ -70,6 +74,7 @@ impl NamespaceCache {
             .map(|ns| (name_of(ns).to_string(), phase_of(ns)))
             .collect();
         *self.phases.write().expect("namespace cache lock") = phases;
+        self.changed.notify_one();
     }
 
     fn apply(&self, change: &Change) {
@@ -79,6 +84,7 @@ impl NamespaceCache {
             ChangeKind::Deleted => phases.remove(&name),
             _ => phases.insert(name, phase_of(&change.object)),
         };
+        self.changed.notify_one();
     }
 }
 
@@ -167,7 +173,6 @@ pub async fn bootstrap(state: &AppState) -> Result<()> {
 
 /// Empties and then removes deleted namespaces, until shutdown.
 pub async fn run_lifecycle(state: AppState) {
-    let mut changes = state.store.subscribe();
     let mut shutdown = state.shutdown.clone();
     loop {
         let busy = match finalize_terminating(&state).await {
@@ -184,24 +189,8 @@ pub async fn run_lifecycle(state: AppState) {
         };
         tokio::select! {
             _ = tokio::time::sleep(next_look) => {}
-            _ = namespace_changed(&mut changes) => {}
+            _ = state.namespaces.changed.notified() => {}
             _ = shutdown.changed() => return,
-        }
-    }
-}
-
-async fn namespace_changed(
-    changes: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<crate::store::Change>>,
-) {
-    loop {
-        match changes.recv().await {
-            Ok(change) if change.key.resource == "namespaces" => return,
-            Ok(_) => {}
-            // Behind: look anyway.
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                std::future::pending::<()>().await;
-            }
         }
     }
 }

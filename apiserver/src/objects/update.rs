@@ -160,19 +160,16 @@ pub fn prepare_update(
         }
     }
     admit(resource, &mut updated, Some(current))?;
-    if meta::spec_of(&updated) != meta::spec_of(current) {
+    if meta::spec_changed(&updated, current) {
         meta::bump_generation(resource, current, &mut updated);
     }
-    // Compare without the resourceVersion the client may or may not echo.
-    let mut comparable = updated.clone();
-    metadata_mut(&mut comparable).insert(
+    // The client may or may not echo the resourceVersion; the store sets
+    // the new one anyway, so compare (and keep) the current one.
+    metadata_mut(&mut updated).insert(
         "resourceVersion".into(),
         current["metadata"]["resourceVersion"].clone(),
     );
-    if &comparable == current {
-        return Ok(None);
-    }
-    Ok(Some(updated))
+    Ok((&updated != current).then_some(updated))
 }
 
 fn pinned_rv(object: &Value) -> Result<Option<u64>> {
