@@ -13,6 +13,7 @@
 //! instead of failing, so a restart is just another rebuild. Randomness is
 //! passed in (`&mut impl rand::Rng`) so tests are reproducible.
 
+pub mod banded;
 mod bitmap;
 pub mod error;
 pub mod node_cidr;
@@ -22,6 +23,7 @@ pub mod rebuild;
 pub mod service_ip;
 pub mod types;
 
+pub use banded::{BandedAllocator, BandedRange};
 pub use error::{Error, Result};
 pub use node_cidr::{NodeCidrAllocator, NodeCidrConfig};
 pub use node_port::NodePortAllocator;

@@ -2,10 +2,9 @@
 //! NodePort/LoadBalancer, out of `30000-32767` by default, with Kubernetes'
 //! static band for requested ports and dynamic band for the rest.
 
-use rand::Rng;
-
-use crate::bitmap::{Banded, static_band};
-use crate::error::{Error, Result};
+use crate::banded::{BandedAllocator, BandedRange};
+use crate::bitmap::static_band;
+use crate::error::Error;
 use crate::rebuild::RebuildIssue;
 use crate::types::{NodePort, PortRange};
 
@@ -15,21 +14,43 @@ use crate::types::{NodePort, PortRange};
 /// fewer than 16) form the static band, kept for Services that ask for a
 /// specific port: dynamic allocation uses it only once the upper band is full.
 /// For the default range that is `30000-30085`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodePortAllocator {
-    range: PortRange,
-    // slot i is port range.first() + i
-    slots: Banded,
+pub type NodePortAllocator = BandedAllocator<PortRange>;
+
+/// A port range as slots: slot `i` is port `first() + i`.
+impl BandedRange for PortRange {
+    type Value = NodePort;
+
+    fn slot_count(&self) -> usize {
+        self.size()
+    }
+
+    fn slot_of(&self, port: NodePort) -> Option<usize> {
+        self.contains(port.0)
+            .then(|| usize::from(port.0 - self.first()))
+    }
+
+    fn value_at(&self, slot: usize) -> NodePort {
+        // slot < size, so first + slot <= last fits in u16
+        NodePort(self.first() + slot as u16)
+    }
+
+    fn not_in_range(&self) -> Error {
+        Error::PortNotInRange { range: *self }
+    }
+
+    fn taken(&self) -> Error {
+        Error::PortAllocated
+    }
+
+    fn full(&self) -> Error {
+        Error::PortRangeFull
+    }
 }
 
 impl NodePortAllocator {
     /// An empty allocator over `range`.
     pub fn new(range: PortRange) -> Self {
-        let size = range.size();
-        Self {
-            range,
-            slots: Banded::new(size, static_band(size, 32, 128)),
-        }
+        Self::with_band(range, static_band(range.size(), 32, 128))
     }
 
     /// An allocator over `range` holding `used` (the node ports recorded on
@@ -39,93 +60,12 @@ impl NodePortAllocator {
         range: PortRange,
         used: impl IntoIterator<Item = NodePort>,
     ) -> (Self, Vec<RebuildIssue<NodePort>>) {
-        let mut alloc = Self::new(range);
-        let mut issues = Vec::new();
-        for port in used {
-            match alloc.allocate_specific(port) {
-                Ok(()) => {}
-                Err(Error::PortAllocated) => issues.push(RebuildIssue::Duplicate(port)),
-                Err(_) => issues.push(RebuildIssue::OutOfRange(port)),
-            }
-        }
-        (alloc, issues)
+        Self::new(range).rebuilt(used)
     }
 
     /// The port range served.
     pub fn range(&self) -> PortRange {
         self.range
-    }
-
-    /// How many ports the range holds.
-    pub fn size(&self) -> usize {
-        self.slots.size()
-    }
-
-    /// How many of the lowest ports form the static band.
-    pub fn static_band_size(&self) -> usize {
-        self.slots.band()
-    }
-
-    /// Allocates a free port: from the upper band if it has room (random
-    /// start, then scan), else from the static band.
-    pub fn allocate(&mut self, rng: &mut impl Rng) -> Result<NodePort> {
-        let slot = self.slots.allocate(rng).ok_or(Error::PortRangeFull)?;
-        Ok(self.port_of(slot))
-    }
-
-    /// Allocates `port`, which may be any free port of the range.
-    pub fn allocate_specific(&mut self, port: NodePort) -> Result<()> {
-        let slot = self
-            .slot_of(port)
-            .ok_or(Error::PortNotInRange { range: self.range })?;
-        if self.slots.take(slot) {
-            Ok(())
-        } else {
-            Err(Error::PortAllocated)
-        }
-    }
-
-    /// Frees `port`; returns whether it was allocated. Releasing a free or
-    /// out-of-range port is a no-op.
-    pub fn release(&mut self, port: NodePort) -> bool {
-        self.slot_of(port).is_some_and(|s| self.slots.release(s))
-    }
-
-    /// Whether `port` is allocated.
-    pub fn is_allocated(&self, port: NodePort) -> bool {
-        self.slot_of(port).is_some_and(|s| self.slots.is_set(s))
-    }
-
-    /// Whether `port` lies in the static band.
-    pub fn in_static_band(&self, port: NodePort) -> bool {
-        self.slot_of(port).is_some_and(|s| s < self.slots.band())
-    }
-
-    /// How many ports are free.
-    pub fn free_count(&self) -> usize {
-        self.slots.free_count()
-    }
-
-    /// How many ports are allocated.
-    pub fn used_count(&self) -> usize {
-        self.slots.used_count()
-    }
-
-    /// The allocated ports, ascending; feed them to
-    /// [`from_used`](Self::from_used) to rebuild this allocator.
-    pub fn used(&self) -> Vec<NodePort> {
-        self.slots.iter_used().map(|s| self.port_of(s)).collect()
-    }
-
-    fn port_of(&self, slot: usize) -> NodePort {
-        // slot < size, so first + slot <= last fits in u16
-        NodePort(self.range.first() + slot as u16)
-    }
-
-    fn slot_of(&self, port: NodePort) -> Option<usize> {
-        self.range
-            .contains(port.0)
-            .then(|| usize::from(port.0 - self.range.first()))
     }
 }
 

@@ -2,9 +2,8 @@
 //! (`10.3.240.0/20` by default), with Kubernetes' static band for requested
 //! IPs and dynamic band for the rest.
 
-use rand::Rng;
-
-use crate::bitmap::{Banded, static_band};
+use crate::banded::{BandedAllocator, BandedRange};
+use crate::bitmap::static_band;
 use crate::error::{Error, Result};
 use crate::rebuild::RebuildIssue;
 use crate::types::{Cidr, ClusterIp};
@@ -22,11 +21,40 @@ pub const MAX_SERVICE_HOST_BITS: u8 = 20;
 /// uses it once the upper band is full, so users asking for a specific IP
 /// (the `kubernetes` service at [`first_address`](Self::first_address), DNS
 /// at [`nth_address(10)`](Self::nth_address)) rarely collide with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterIpAllocator {
-    cidr: Cidr,
-    // slot i is the address at offset i + 1 from the network address
-    slots: Banded,
+pub type ClusterIpAllocator = BandedAllocator<Cidr>;
+
+/// A service CIDR as a range of ClusterIPs: slot `i` is the address at
+/// offset `i + 1` from the network address.
+impl BandedRange for Cidr {
+    type Value = ClusterIp;
+
+    fn slot_count(&self) -> usize {
+        let total = 1usize << self.host_bits();
+        let reserved = if self.is_ipv4() { 2 } else { 1 };
+        total.saturating_sub(reserved)
+    }
+
+    fn slot_of(&self, ip: ClusterIp) -> Option<usize> {
+        let offset = self.offset_of(ip.0)?;
+        let slot = usize::try_from(offset.checked_sub(1)?).ok()?;
+        (slot < self.slot_count()).then_some(slot)
+    }
+
+    fn value_at(&self, slot: usize) -> ClusterIp {
+        ClusterIp(self.addr_at(slot as u128 + 1))
+    }
+
+    fn not_in_range(&self) -> Error {
+        Error::IpNotInRange { range: *self }
+    }
+
+    fn taken(&self) -> Error {
+        Error::IpAllocated
+    }
+
+    fn full(&self) -> Error {
+        Error::IpRangeFull
+    }
 }
 
 impl ClusterIpAllocator {
@@ -38,18 +66,13 @@ impl ClusterIpAllocator {
                 max_bits: MAX_SERVICE_HOST_BITS,
             });
         }
-        let total = 1usize << cidr.host_bits();
-        let reserved = if cidr.is_ipv4() { 2 } else { 1 };
-        let size = total.saturating_sub(reserved);
-        if size == 0 {
+        if cidr.slot_count() == 0 {
             return Err(Error::RangeTooSmall { cidr });
         }
-        Ok(Self {
-            cidr,
-            // Like Kubernetes, the band is sized from the CIDR's address count
-            // (4096 for a /20 gives 256) and can cover a tiny range whole.
-            slots: Banded::new(size, static_band(total, 16, 256).min(size)),
-        })
+        // Like Kubernetes, the band is sized from the CIDR's address count
+        // (4096 for a /20 gives 256) and can cover a tiny range whole.
+        let total = 1usize << cidr.host_bits();
+        Ok(Self::with_band(cidr, static_band(total, 16, 256)))
     }
 
     /// An allocator over `cidr` holding `used` (the IPs recorded on
@@ -59,108 +82,26 @@ impl ClusterIpAllocator {
         cidr: Cidr,
         used: impl IntoIterator<Item = ClusterIp>,
     ) -> Result<(Self, Vec<RebuildIssue<ClusterIp>>)> {
-        let mut alloc = Self::new(cidr)?;
-        let mut issues = Vec::new();
-        for ip in used {
-            match alloc.allocate_specific(ip) {
-                Ok(()) => {}
-                Err(Error::IpAllocated) => issues.push(RebuildIssue::Duplicate(ip)),
-                Err(_) => issues.push(RebuildIssue::OutOfRange(ip)),
-            }
-        }
-        Ok((alloc, issues))
+        Ok(Self::new(cidr)?.rebuilt(used))
     }
 
     /// The service CIDR.
     pub fn cidr(&self) -> Cidr {
-        self.cidr
-    }
-
-    /// How many addresses are usable.
-    pub fn size(&self) -> usize {
-        self.slots.size()
-    }
-
-    /// How many of the lowest usable addresses form the static band.
-    pub fn static_band_size(&self) -> usize {
-        self.slots.band()
+        self.range
     }
 
     /// The first usable address, `10.3.240.1`: the `kubernetes` service's.
     pub fn first_address(&self) -> ClusterIp {
-        ClusterIp(self.cidr.addr_at(1))
+        self.range.value_at(0)
     }
 
     /// The `n`th usable address counting from 1 (`nth_address(10)` is the
     /// cluster DNS address, `10.3.240.10`).
     pub fn nth_address(&self, n: usize) -> Result<ClusterIp> {
         if n == 0 || n > self.size() {
-            return Err(self.not_in_range());
+            return Err(self.range.not_in_range());
         }
-        Ok(ClusterIp(self.cidr.addr_at(n as u128)))
-    }
-
-    /// Allocates a free address: from the upper band if it has room (random
-    /// start, then scan), else from the static band.
-    pub fn allocate(&mut self, rng: &mut impl Rng) -> Result<ClusterIp> {
-        let slot = self.slots.allocate(rng).ok_or(Error::IpRangeFull)?;
-        Ok(self.ip_of(slot))
-    }
-
-    /// Allocates `ip`, which may be any free usable address.
-    pub fn allocate_specific(&mut self, ip: ClusterIp) -> Result<()> {
-        let slot = self.slot_of(ip).ok_or_else(|| self.not_in_range())?;
-        if self.slots.take(slot) {
-            Ok(())
-        } else {
-            Err(Error::IpAllocated)
-        }
-    }
-
-    /// Frees `ip`; returns whether it was allocated. Releasing a free or
-    /// out-of-range address is a no-op, so repeated deletes are harmless.
-    pub fn release(&mut self, ip: ClusterIp) -> bool {
-        self.slot_of(ip).is_some_and(|s| self.slots.release(s))
-    }
-
-    /// Whether `ip` is allocated.
-    pub fn is_allocated(&self, ip: ClusterIp) -> bool {
-        self.slot_of(ip).is_some_and(|s| self.slots.is_set(s))
-    }
-
-    /// Whether `ip` is a usable address of the static band.
-    pub fn in_static_band(&self, ip: ClusterIp) -> bool {
-        self.slot_of(ip).is_some_and(|s| s < self.slots.band())
-    }
-
-    /// How many usable addresses are free.
-    pub fn free_count(&self) -> usize {
-        self.slots.free_count()
-    }
-
-    /// How many addresses are allocated.
-    pub fn used_count(&self) -> usize {
-        self.slots.used_count()
-    }
-
-    /// The allocated addresses, ascending; feed them to
-    /// [`from_used`](Self::from_used) to rebuild this allocator.
-    pub fn used(&self) -> Vec<ClusterIp> {
-        self.slots.iter_used().map(|s| self.ip_of(s)).collect()
-    }
-
-    fn ip_of(&self, slot: usize) -> ClusterIp {
-        ClusterIp(self.cidr.addr_at(slot as u128 + 1))
-    }
-
-    fn slot_of(&self, ip: ClusterIp) -> Option<usize> {
-        let offset = self.cidr.offset_of(ip.0)?;
-        let slot = usize::try_from(offset.checked_sub(1)?).ok()?;
-        (slot < self.size()).then_some(slot)
-    }
-
-    fn not_in_range(&self) -> Error {
-        Error::IpNotInRange { range: self.cidr }
+        Ok(self.range.value_at(n - 1))
     }
 }
 
