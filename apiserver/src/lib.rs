@@ -140,6 +140,28 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
     }
 }
 
+/// `/api` or `/apis`, aggregated when the client asks for it.
+fn discovery_root(path: &str, headers: &http::HeaderMap) -> Response {
+    let core = path.trim_end_matches('/') == "/api";
+    let mut response = if discovery::wants_aggregated(headers) {
+        let mut response = json_response(StatusCode::OK, &discovery::aggregated(core));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            http::HeaderValue::from_static(discovery::AGGREGATED_V2),
+        );
+        response
+    } else if core {
+        json_response(StatusCode::OK, &discovery::api_versions())
+    } else {
+        json_response(StatusCode::OK, &discovery::api_groups())
+    };
+    // Caches must keep the two forms apart.
+    response
+        .headers_mut()
+        .insert(http::header::VARY, http::HeaderValue::from_static("Accept"));
+    response
+}
+
 /// Splits `/api/v1/...` and `/apis/<group>/<version>/...` into group,
 /// version and the rest.
 fn split_path(path: &str) -> Option<(&str, Option<&str>, Vec<&str>)> {
@@ -161,17 +183,13 @@ fn split_path(path: &str) -> Option<(&str, Option<&str>, Vec<&str>)> {
 async fn handle(state: &AppState, request: Request) -> Result<Response> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
-    if path.trim_end_matches('/') == "/apis" {
-        return Ok(json_response(StatusCode::OK, &discovery::api_groups()));
+    match path.trim_end_matches('/') {
+        "/api" | "/apis" => return Ok(discovery_root(path, &parts.headers)),
+        _ => {}
     }
     let (group, version, rest) = split_path(path).ok_or(ApiError::UnknownResource)?;
     let Some(version) = version else {
-        let found = if group.is_empty() {
-            Some(discovery::api_versions())
-        } else {
-            discovery::api_group(group)
-        };
-        return found
+        return discovery::api_group(group)
             .map(|v| json_response(StatusCode::OK, &v))
             .ok_or(ApiError::UnknownResource);
     };
