@@ -164,10 +164,10 @@ pub fn wants_aggregated(headers: &HeaderMap) -> bool {
         let params: Vec<(&str, &str)> = parts.filter_map(|p| p.split_once('=')).collect();
         let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
         match (media, param("as")) {
-            ("application/json", Some("APIGroupDiscoveryList")) => {
-                if param("g") == Some("apidiscovery.k8s.io") && param("v") == Some("v2") {
-                    return true;
-                }
+            ("application/json", Some("APIGroupDiscoveryList"))
+                if param("g") == Some("apidiscovery.k8s.io") && param("v") == Some("v2") =>
+            {
+                return true;
             }
             ("application/json" | "application/*" | "*/*", None) => return false,
             _ => {}
