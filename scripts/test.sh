@@ -5,6 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The real kubectl v1.35 for the e2e tests, fetched once and cached.
+if [[ -z "${KNIT_KUBECTL:-}" ]]; then
+    if KNIT_KUBECTL=$(scripts/fetch-kubectl.sh); then
+        export KNIT_KUBECTL
+    elif [[ "${CI:-}" == true ]]; then
+        echo "could not fetch kubectl" >&2
+        exit 1
+    else
+        echo "warning: no kubectl; the kubectl e2e tests will skip" >&2
+    fi
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The e2e tests run the real binary: build it first.

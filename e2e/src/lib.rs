@@ -4,6 +4,8 @@
 //! - [`server`] finds the binary, starts `knit server` on a free loopback port
 //!   with its own data directory, waits for `/readyz`, and stops or kills it
 //!   (a Drop guard makes sure no server outlives its test).
+//! - [`kubectl`] runs the real kubectl v1.35 against a server, each with its
+//!   own `HOME`, under a time limit.
 //! - [`http`] is a tiny HTTP/1.1 JSON client over hyper 1 with keep-alive
 //!   connections, plus a reader for newline-delimited JSON streams (watch).
 //!
@@ -11,7 +13,9 @@
 //! measures knit against etcd in the same run (see `e2e/README.md`).
 
 pub mod http;
+pub mod kubectl;
 pub mod server;
 
 pub use http::{HttpClient, HttpError, JsonLines, JsonResponse};
+pub use kubectl::{Kubectl, Run};
 pub use server::{KnitServer, ServerError, knit_bin};

@@ -121,10 +121,11 @@ fn check_preconditions(
     Ok(())
 }
 
-/// What a completed delete answers: pods return the deleted object, the
-/// other kinds a success Status, as kube-apiserver does.
+/// What a completed delete answers: pods and services return the deleted
+/// object (their storage sets `ReturnDeletedObject` in kube-apiserver, and
+/// typed clients decode the answer as the kind), other kinds a success Status.
 fn deleted_response(resource: &Resource, deleted: &Value) -> Value {
-    if resource.kind == "Pod" {
+    if matches!(resource.kind, "Pod" | "Service") {
         return deleted.clone();
     }
     let mut details = json!({
