@@ -12,6 +12,7 @@ pub mod namespaces;
 pub mod objects;
 pub mod request;
 pub mod server;
+pub mod services;
 pub mod store;
 pub mod subresources;
 pub mod watch;
@@ -40,6 +41,10 @@ pub struct ApiConfig {
     pub watch_timeout: Duration,
     /// How often a watch that allows bookmarks gets one.
     pub bookmark_interval: Duration,
+    /// Where ClusterIPs come from.
+    pub service_cidr: knit_ipam::Cidr,
+    /// Where NodePorts come from.
+    pub node_ports: knit_ipam::PortRange,
 }
 
 impl Default for ApiConfig {
@@ -47,6 +52,10 @@ impl Default for ApiConfig {
         Self {
             watch_timeout: Duration::from_secs(1800),
             bookmark_interval: Duration::from_secs(30),
+            service_cidr: knit_ipam::DEFAULT_SERVICE_CIDR
+                .parse()
+                .expect("the default service CIDR parses"),
+            node_ports: knit_ipam::PortRange::DEFAULT,
         }
     }
 }
@@ -60,19 +69,30 @@ pub struct AppState {
     pub shutdown: signal::Receiver<bool>,
     /// Namespaces as create admission sees them (`namespaces::run_cache`).
     pub namespaces: Arc<namespaces::NamespaceCache>,
+    /// ClusterIPs and NodePorts, taken by service admission.
+    pub services: Arc<services::ServiceAllocator>,
 }
 
 impl AppState {
-    /// A state and the sender that signals its shutdown.
-    pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> (AppState, signal::Sender<bool>) {
+    /// A state and the sender that signals its shutdown. The service
+    /// allocators start empty: `services::rebuild` fills them from the store.
+    ///
+    /// # Errors
+    /// When the service CIDR is too large or too small to allocate from.
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: ApiConfig,
+    ) -> knit_ipam::Result<(AppState, signal::Sender<bool>)> {
         let (tx, rx) = signal::channel(false);
+        let allocator = services::ServiceAllocator::new(config.service_cidr, config.node_ports)?;
         let state = AppState {
+            services: Arc::new(allocator),
             store,
             config: Arc::new(config),
             shutdown: rx,
             namespaces: Arc::default(),
         };
-        (state, tx)
+        Ok((state, tx))
     }
 }
 

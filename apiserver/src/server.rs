@@ -13,7 +13,7 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::store::sqlite::{History, SqliteStore};
-use crate::{ApiConfig, AppState, namespaces, router};
+use crate::{ApiConfig, AppState, namespaces, router, services};
 
 /// Everything `knit server` needs to run the API.
 #[derive(Debug, Clone)]
@@ -34,8 +34,10 @@ pub enum ServerError {
     },
     #[error("cannot open the store: {0}")]
     Store(#[from] crate::store::StoreError),
-    #[error("cannot create the initial namespaces: {0}")]
+    #[error("cannot create the initial objects: {0}")]
     Bootstrap(#[from] knit_api::ApiError),
+    #[error("bad address ranges: {0}")]
+    Ranges(#[from] knit_ipam::Error),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -102,9 +104,11 @@ pub async fn serve(
     };
     std::fs::create_dir_all(data_dir).map_err(dir_error)?;
     let store = SqliteStore::open(&data_dir.join("knit.db"), config.history.clone()).await?;
-    let (state, stop) = AppState::new(Arc::new(store), config.api.clone());
+    let (state, stop) = AppState::new(Arc::new(store), config.api.clone())?;
+    services::rebuild_from_store(&state).await?;
     namespaces::bootstrap(&state).await?;
     namespaces::spawn_tasks(&state);
+    tokio::spawn(services::run_repair(state.clone()));
 
     let listener =
         TcpListener::bind(config.listen)
@@ -114,6 +118,7 @@ pub async fn serve(
                 source,
             })?;
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
+    services::ensure_kubernetes_service(&state, addr.port()).await?;
     let url = client_url(addr);
     std::fs::write(kubeconfig_path(data_dir), admin_kubeconfig(&url)).map_err(dir_error)?;
     tracing::info!(%url, data_dir = %data_dir.display(), "knit API server ready");

@@ -123,6 +123,8 @@ pub async fn create(
     if resource.namespaced {
         check_namespace(state, resource, &url_ns, &name).await?;
     }
+    // Taken before the write and given back if it fails (or is a dry run).
+    let reservation = state.services.admit(resource, None, &mut object)?;
     if params.dry_run()? {
         return Ok((StatusCode::CREATED, Arc::new(object)));
     }
@@ -141,7 +143,12 @@ pub async fn create(
             std::mem::take(&mut object)
         };
         match state.store.create(target.key_for(&name), value).await {
-            Ok(stored) => return Ok((StatusCode::CREATED, stored.value)),
+            Ok(stored) => {
+                if let Some(reservation) = reservation {
+                    reservation.commit();
+                }
+                return Ok((StatusCode::CREATED, stored.value));
+            }
             Err(StoreError::AlreadyExists) if attempts > 1 => {
                 attempts -= 1;
                 let prefix = generate_name.as_deref().unwrap_or_default();

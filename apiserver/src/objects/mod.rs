@@ -66,6 +66,9 @@ pub(super) fn check_kind(resource: &Resource, object: &mut Value) -> Result<()> 
 
 /// Defaults then validates an object about to be stored.
 pub(super) fn admit(resource: &Resource, object: &mut Value, old: Option<&Value>) -> Result<()> {
+    if let Some(old) = old {
+        crate::services::prepare_update(resource, old, object);
+    }
     defaults::apply_defaults(resource, object);
     let causes = validation::validate(resource, object, old);
     if causes.is_empty() {
@@ -75,7 +78,7 @@ pub(super) fn admit(resource: &Resource, object: &mut Value, old: Option<&Value>
     }
 }
 
-pub(super) fn invalid(resource: &Resource, object: &Value, causes: Vec<Cause>) -> ApiError {
+pub(crate) fn invalid(resource: &Resource, object: &Value, causes: Vec<Cause>) -> ApiError {
     ApiError::Invalid {
         group: resource.group.into(),
         kind: resource.kind.into(),

@@ -35,9 +35,13 @@ pub async fn guaranteed_update(
         if pinned_rv.is_some_and(|rv| rv != current.rev) {
             return Err(target.conflict(&name, CONFLICT_MODIFIED));
         }
-        let Some(updated) = mutate(&current.value)? else {
+        let Some(mut updated) = mutate(&current.value)? else {
             return Ok(current.value);
         };
+        let reservation =
+            state
+                .services
+                .admit(target.resource, Some(&current.value), &mut updated)?;
         if dry_run {
             return Ok(Arc::new(updated));
         }
@@ -47,6 +51,11 @@ pub async fn guaranteed_update(
         };
         match state.store.update(target.key(), updated, pre).await {
             Ok(stored) => {
+                if let Some(reservation) = reservation {
+                    reservation.commit();
+                }
+                let services = &state.services;
+                services.release_unused(target.resource, &current.value, Some(&stored.value));
                 if is_deleting(&stored.value)
                     && pending_finalizers(target.resource, &stored.value).is_empty()
                 {
@@ -69,7 +78,11 @@ pub(super) async fn remove(state: &AppState, target: &Target, rev: u64) -> Resul
         uid: None,
     };
     match state.store.delete(target.key(), pre).await {
-        Ok(deleted) => Ok(deleted.value),
+        Ok(deleted) => {
+            let services = &state.services;
+            services.release_unused(target.resource, &deleted.value, None);
+            Ok(deleted.value)
+        }
         Err(err) => Err(target.store_error(&name, err)),
     }
 }

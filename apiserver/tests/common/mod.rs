@@ -37,7 +37,7 @@ pub async fn start_with(history: History) -> TestApi {
         bookmark_interval: Duration::from_millis(300),
         ..ApiConfig::default()
     };
-    let (state, stop) = AppState::new(Arc::new(store.clone()), config);
+    let (state, stop) = AppState::new(Arc::new(store.clone()), config).expect("default ranges");
     namespaces::bootstrap(&state).await.expect("bootstrap");
     namespaces::spawn_tasks(&state);
     let router = router(state.clone());
