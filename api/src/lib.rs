@@ -4,6 +4,7 @@
 
 pub mod defaults;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod selector;
 pub mod status;

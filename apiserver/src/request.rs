@@ -247,6 +247,9 @@ pub enum BodyType {
     JsonPatch,
     StrategicMergePatch,
     ApplyPatch,
+    /// `application/vnd.kubernetes.protobuf`, what kubectl's typed clients
+    /// send; decoded into the JSON form (answers stay JSON).
+    Protobuf,
 }
 
 pub fn body_type(headers: &HeaderMap) -> Result<BodyType> {
@@ -267,9 +270,11 @@ pub fn body_type(headers: &HeaderMap) -> Result<BodyType> {
         "application/json-patch+json" => BodyType::JsonPatch,
         "application/strategic-merge-patch+json" => BodyType::StrategicMergePatch,
         "application/apply-patch+yaml" => BodyType::ApplyPatch,
+        "application/vnd.kubernetes.protobuf" => BodyType::Protobuf,
         _ => {
             return Err(ApiError::UnsupportedMediaType {
-                accepted: "application/json, application/yaml".into(),
+                accepted: "application/json, application/yaml, application/vnd.kubernetes.protobuf"
+                    .into(),
             });
         }
     })
@@ -292,12 +297,14 @@ pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes> 
         .map_err(|_| too_large)
 }
 
-/// Decodes an object body (JSON or YAML) into a JSON object; anything that
-/// is not one is a 400 and nothing is stored.
+/// Decodes an object body (JSON, YAML or protobuf) into a JSON object;
+/// anything that is not one is a 400 and nothing is stored.
 pub fn decode_object(body: &[u8], kind: BodyType) -> Result<Value> {
     let value: Value = match kind {
         BodyType::Yaml | BodyType::ApplyPatch => serde_norway::from_slice(body)
             .map_err(|e| ApiError::BadRequest(format!("error decoding YAML: {e}")))?,
+        BodyType::Protobuf => knit_api::protobuf::decode_object(body)
+            .map_err(|e| ApiError::BadRequest(format!("error decoding protobuf body: {e}")))?,
         _ => serde_json::from_slice(body).map_err(|e| {
             ApiError::BadRequest(format!("couldn't get version/kind; json parse error: {e}"))
         })?,

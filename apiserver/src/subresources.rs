@@ -53,7 +53,7 @@ pub async fn update_scale(
     body_type: BodyType,
 ) -> Result<Value> {
     let request = match body_type {
-        BodyType::Json | BodyType::Yaml => decode_object(body, body_type)?,
+        BodyType::Json | BodyType::Yaml | BodyType::Protobuf => decode_object(body, body_type)?,
         BodyType::MergePatch | BodyType::StrategicMergePatch => {
             decode_object(body, BodyType::Json)?
         }
@@ -63,7 +63,10 @@ pub async fn update_scale(
             });
         }
     };
-    let is_patch = body_type != BodyType::Json && body_type != BodyType::Yaml;
+    let is_patch = matches!(
+        body_type,
+        BodyType::MergePatch | BodyType::StrategicMergePatch
+    );
     let pinned = match request["metadata"]["resourceVersion"].as_str() {
         Some(rv) if !is_patch => Some(
             rv.parse::<u64>()
@@ -77,6 +80,12 @@ pub async fn update_scale(
             json_patch::merge(&mut scale, &request);
         } else {
             scale = request.clone();
+            // ScaleSpec.replicas is a Go non-pointer with omitempty: a
+            // Scale without it (as protobuf and Go's JSON write zero) asks
+            // for 0.
+            if scale["spec"]["replicas"].is_null() && scale.is_object() {
+                scale["spec"]["replicas"] = json!(0);
+            }
         }
         let replicas = &scale["spec"]["replicas"];
         let Some(count) = replicas.as_i64().filter(|n| *n >= 0) else {
