@@ -111,9 +111,19 @@ pub(super) fn build(group: &'static str, version: &'static str) -> GroupVersion 
     }
 }
 
+/// Marks a top-level kind's schema with its group/version/kind. k8s-openapi
+/// lists `metadata` as required there (its field is not an `Option`), which
+/// Kubernetes does not: a body may leave it out and `kubectl explain` would
+/// say otherwise.
 fn set_gvk(schemas: &mut Map<String, Value>, name: &str, gvk: Value) {
     if let Some(Value::Object(schema)) = schemas.get_mut(name) {
         schema.insert("x-kubernetes-group-version-kind".into(), json!([gvk]));
+        if let Some(Value::Array(required)) = schema.get_mut("required") {
+            required.retain(|field| field != "metadata");
+            if required.is_empty() {
+                schema.remove("required");
+            }
+        }
     }
 }
 

@@ -30,6 +30,8 @@ fn every_served_kind_has_a_schema_with_its_gvk() {
                 schema["x-kubernetes-group-version-kind"],
                 json!([{"group": group, "version": version, "kind": resource.kind}]),
             );
+            let required = schema["required"].as_array().cloned().unwrap_or_default();
+            assert!(!required.contains(&json!("metadata")), "{name}");
             let list = &gv.schemas[&format!("{name}List")];
             assert_eq!(
                 list["x-kubernetes-group-version-kind"][0]["kind"],
