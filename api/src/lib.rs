@@ -1,8 +1,10 @@
 //! knit's shared API model, with no I/O: the registry of resources knit
 //! serves, label and field selectors, per-kind validation and defaulting,
-//! and the Kubernetes `Status` errors every layer returns.
+//! the OpenAPI v3 documents of the served kinds, and the Kubernetes
+//! `Status` errors every layer returns.
 
 pub mod defaults;
+pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod registry;

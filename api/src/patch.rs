@@ -205,6 +205,80 @@ impl Schema {
     }
 }
 
+/// The patch metadata of one field of a Kubernetes type, as the OpenAPI
+/// documents publish it (`x-kubernetes-patch-strategy` and
+/// `x-kubernetes-patch-merge-key`): the same table the merge above uses, so
+/// what clients compute and what the server applies cannot disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldPatchMeta {
+    /// `merge`, `retainKeys` or `merge,retainKeys`.
+    pub strategy: &'static str,
+    /// The key list elements merge on; `None` for a set of primitives or a
+    /// map-level strategy.
+    pub merge_key: Option<&'static str>,
+}
+
+/// The patch metadata of `field` in the Kubernetes type named by its OpenAPI
+/// definition (`io.k8s.api.core.v1.PodSpec`), or `None` when the field has
+/// no strategy (maps merge, lists are replaced).
+pub fn field_patch_meta(type_name: &str, field: &str) -> Option<FieldPatchMeta> {
+    // `retainKeys` changes nothing in the merge itself (the client sends the
+    // `$retainKeys` directive), but clients only send it when told to.
+    let retain_keys = matches!(
+        (type_name, field),
+        ("io.k8s.api.apps.v1.DeploymentSpec", "strategy")
+            | ("io.k8s.api.core.v1.PodSpec", "volumes")
+    );
+    let list = Schema::of_type(type_name).map(|schema| schema.field(field).list);
+    let (strategy, merge_key) = match list {
+        Some(ListStrategy::MergeKey(key)) => ("merge", Some(key)),
+        Some(ListStrategy::MergePrimitive) => ("merge", None),
+        _ if retain_keys => {
+            return Some(FieldPatchMeta {
+                strategy: "retainKeys",
+                merge_key: None,
+            });
+        }
+        _ => return None,
+    };
+    let strategy = if retain_keys {
+        "merge,retainKeys"
+    } else {
+        strategy
+    };
+    Some(FieldPatchMeta {
+        strategy,
+        merge_key,
+    })
+}
+
+impl Schema {
+    /// The schema of a Go type by its OpenAPI definition name, for the types
+    /// whose fields have list strategies.
+    fn of_type(name: &str) -> Option<Schema> {
+        Some(match name {
+            "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta" => Schema::ObjectMeta,
+            "io.k8s.api.core.v1.PodSpec" => Schema::PodSpec,
+            "io.k8s.api.core.v1.Container" | "io.k8s.api.core.v1.EphemeralContainer" => {
+                Schema::Container
+            }
+            "io.k8s.api.core.v1.PodStatus" => Schema::PodStatus,
+            "io.k8s.api.core.v1.ServiceSpec" => Schema::ServiceSpec,
+            "io.k8s.api.core.v1.NodeSpec" => Schema::NodeSpec,
+            "io.k8s.api.core.v1.NodeStatus" => Schema::NodeStatus,
+            "io.k8s.api.apps.v1.DeploymentStatus"
+            | "io.k8s.api.apps.v1.ReplicaSetStatus"
+            | "io.k8s.api.apps.v1.StatefulSetStatus"
+            | "io.k8s.api.apps.v1.DaemonSetStatus"
+            | "io.k8s.api.batch.v1.JobStatus"
+            | "io.k8s.api.core.v1.ReplicationControllerStatus"
+            | "io.k8s.api.core.v1.ServiceStatus"
+            | "io.k8s.api.core.v1.NamespaceStatus" => Schema::ConditionsStatus,
+            _ => return None,
+        })
+    }
+}
+
 fn is_directive(key: &str) -> bool {
     key == PATCH
         || key == RETAIN_KEYS
@@ -906,6 +980,46 @@ mod tests {
             out["metadata"]["ownerReferences"],
             json!([{"uid": "u1", "kind": "ReplicaSet"}, {"uid": "u2", "kind": "Job"}])
         );
+    }
+
+    #[test]
+    fn field_patch_meta_publishes_the_merge_table() {
+        let meta = |t: &str, f: &str| field_patch_meta(t, f);
+        assert_eq!(
+            meta("io.k8s.api.core.v1.PodSpec", "containers"),
+            Some(FieldPatchMeta {
+                strategy: "merge",
+                merge_key: Some("name")
+            })
+        );
+        assert_eq!(
+            meta("io.k8s.api.core.v1.Container", "ports").and_then(|m| m.merge_key),
+            Some("containerPort")
+        );
+        assert_eq!(
+            meta("io.k8s.api.core.v1.ServiceSpec", "ports").and_then(|m| m.merge_key),
+            Some("port")
+        );
+        assert_eq!(
+            meta(
+                "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+                "finalizers"
+            ),
+            Some(FieldPatchMeta {
+                strategy: "merge",
+                merge_key: None
+            })
+        );
+        assert_eq!(
+            meta("io.k8s.api.core.v1.PodSpec", "volumes").map(|m| m.strategy),
+            Some("merge,retainKeys")
+        );
+        assert_eq!(
+            meta("io.k8s.api.apps.v1.DeploymentSpec", "strategy").map(|m| m.strategy),
+            Some("retainKeys")
+        );
+        assert_eq!(meta("io.k8s.api.core.v1.PodSpec", "tolerations"), None);
+        assert_eq!(meta("io.k8s.api.core.v1.ConfigMap", "data"), None);
     }
 
     #[test]

@@ -10,11 +10,13 @@ pub mod discovery;
 pub mod meta;
 pub mod namespaces;
 pub mod objects;
+pub mod openapi;
 pub mod request;
 pub mod server;
 pub mod services;
 pub mod store;
 pub mod subresources;
+pub mod warning;
 pub mod watch;
 
 use std::sync::Arc;
@@ -103,6 +105,8 @@ pub fn router(state: AppState) -> Router {
         .route("/livez", get(healthy))
         .route("/readyz", get(healthy))
         .route("/version", get(version))
+        .route("/openapi/v3", get(openapi::index))
+        .route("/openapi/v3/{*key}", get(openapi::document))
         .fallback(dispatch)
         .with_state(state)
 }
@@ -151,13 +155,16 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
     let path = request.uri().path().to_string();
     let span = tracing::debug_span!("request", %method, %path);
     let _guard = span.enter();
-    match handle(&state, request).await {
+    let (result, warnings) = warning::collect(handle(&state, request)).await;
+    let mut response = match result {
         Ok(response) => response,
         Err(err) => {
             tracing::debug!(code = err.code(), error = %err, "request failed");
             error_response(&err)
         }
-    }
+    };
+    warning::attach(&mut response, warnings);
+    response
 }
 
 /// `/api` or `/apis`, aggregated when the client asks for it.

@@ -6,11 +6,13 @@ use std::collections::HashMap;
 use axum::body::Body;
 use http::HeaderMap;
 use http::header::CONTENT_TYPE;
+use knit_api::openapi::{self, unknown_fields};
 use knit_api::registry::{self, Resource};
 use knit_api::{ApiError, Result};
 use serde_json::Value;
 
 use crate::store::{Key, StoreError};
+use crate::warning;
 
 /// The largest request body accepted, as kube-apiserver's limit.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -194,6 +196,100 @@ impl Params {
             Some("All") => Ok(true),
             Some(other) => Err(ApiError::BadRequest(format!(
                 "Invalid dry run value: {other:?}: supported values: \"All\""
+            ))),
+        }
+    }
+
+    /// How unknown and duplicate fields in the body are handled
+    /// (`fieldValidation`); kube-apiserver's default is `Warn`.
+    pub fn field_validation(&self) -> Result<FieldValidation> {
+        match self.get("fieldValidation") {
+            None | Some("Warn") => Ok(FieldValidation::Warn),
+            Some("Ignore") => Ok(FieldValidation::Ignore),
+            Some("Strict") => Ok(FieldValidation::Strict),
+            Some(other) => Err(ApiError::BadRequest(format!(
+                "fieldValidation: Unsupported value: {other:?}: supported values: \"\", \"Ignore\", \"Strict\", \"Warn\""
+            ))),
+        }
+    }
+}
+
+/// What `?fieldValidation=` asks for unknown fields (dropped in every
+/// mode, as the Go decoder drops them) and duplicate fields of a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Drop them silently.
+    Ignore,
+    /// Drop them and say so in a `Warning` header each.
+    Warn,
+    /// Fail the request with a 400 naming them all.
+    Strict,
+}
+
+/// The field check of one write: the mode and the duplicate keys of its
+/// body, found before the body is parsed into a `Value` (which keeps only
+/// the last of them).
+#[derive(Debug, Clone)]
+pub struct FieldCheck {
+    mode: FieldValidation,
+    duplicates: Vec<String>,
+}
+
+impl FieldCheck {
+    /// Reads the mode from `params` (a bad one is a 400) and, unless it is
+    /// `Ignore`, the duplicate keys of a JSON or YAML `body`.
+    pub fn new(params: &Params, body: &[u8], body_type: BodyType) -> Result<FieldCheck> {
+        let mode = params.field_validation()?;
+        let duplicates = match (mode, body_type) {
+            (FieldValidation::Ignore, _) | (_, BodyType::JsonPatch) => Vec::new(),
+            (_, BodyType::Yaml | BodyType::ApplyPatch) => {
+                unknown_fields::duplicate_fields(serde_norway::Deserializer::from_slice(body))
+            }
+            _ => unknown_fields::duplicate_fields(&mut serde_json::Deserializer::from_slice(body)),
+        };
+        Ok(FieldCheck { mode, duplicates })
+    }
+
+    /// Drops the fields of `object` (an object of `resource`) its schema
+    /// does not have and reports them with the body's duplicates: nothing,
+    /// warnings, or (Strict) a 400 in kube's words, before anything is
+    /// stored. Fields `previous` (the stored object a patch started from)
+    /// already had are not the client's doing and are dropped silently.
+    pub fn check(
+        &self,
+        resource: &Resource,
+        object: &mut Value,
+        previous: Option<&Value>,
+    ) -> Result<()> {
+        let Some(gv) = openapi::group_version(resource.group, resource.version) else {
+            return Ok(());
+        };
+        let Some(schema) = gv.schema_name(resource.kind) else {
+            return Ok(());
+        };
+        let mut unknown = unknown_fields::prune_unknown(&gv.schemas, schema, object);
+        if let Some(previous) = previous.filter(|_| !unknown.is_empty()) {
+            let old = unknown_fields::prune_unknown(&gv.schemas, schema, &mut previous.clone());
+            unknown.retain(|path| !old.contains(path));
+        }
+        let problems: Vec<String> = self
+            .duplicates
+            .iter()
+            .map(|path| format!("duplicate field {path:?}"))
+            .chain(unknown.iter().map(|path| format!("unknown field {path:?}")))
+            .collect();
+        match self.mode {
+            _ if problems.is_empty() => Ok(()),
+            FieldValidation::Ignore => Ok(()),
+            FieldValidation::Warn => {
+                problems.into_iter().for_each(warning::add);
+                Ok(())
+            }
+            FieldValidation::Strict => Err(ApiError::BadRequest(format!(
+                "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
+                problems.join(", "),
+                kind = resource.kind,
+                version = resource.version,
             ))),
         }
     }

@@ -12,7 +12,7 @@ use super::{admit, check_kind};
 use crate::AppState;
 use crate::meta::{self, is_deleting, metadata_mut};
 use crate::namespaces::Phase;
-use crate::request::{BodyType, Params, Target, decode_object};
+use crate::request::{BodyType, FieldCheck, Params, Target, decode_object};
 use crate::store::{Key, StoreError};
 
 /// The suffix Kubernetes appends to `generateName`.
@@ -71,6 +71,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Arc<Value>)> {
     let resource = target.resource;
     let mut object = decode_object(body, body_type)?;
+    FieldCheck::new(params, body, body_type)?.check(resource, &mut object, None)?;
     check_kind(resource, &mut object)?;
     let url_ns = target.namespace.clone().unwrap_or_default();
     {

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::{Part, admit, check_kind, invalid, read};
 use crate::AppState;
 use crate::meta::{self, finalizers, is_deleting, metadata_mut};
-use crate::request::{BodyType, CONFLICT_MODIFIED, Params, Target, decode_object};
+use crate::request::{BodyType, CONFLICT_MODIFIED, FieldCheck, Params, Target, decode_object};
 use crate::store::{Preconditions, StoreError};
 
 /// What an update does to the current object: returns the object to store,
@@ -204,7 +204,8 @@ pub async fn replace(
     body_type: BodyType,
     part: Part,
 ) -> Result<Arc<Value>> {
-    let incoming = decode_object(body, body_type)?;
+    let mut incoming = decode_object(body, body_type)?;
+    FieldCheck::new(params, body, body_type)?.check(target.resource, &mut incoming, None)?;
     let pinned = pinned_rv(&incoming)?;
     let url_name = target.name.clone().unwrap_or_default();
     let resource = target.resource;
@@ -250,6 +251,7 @@ pub async fn patch(
     };
     let url_name = target.name.clone().unwrap_or_default();
     let resource = target.resource;
+    let fields = FieldCheck::new(params, body, body_type)?;
     guaranteed_update(state, target, pinned, params.dry_run()?, &|current| {
         let mut patched = current.clone();
         match &patch {
@@ -272,6 +274,7 @@ pub async fn patch(
                 "the patch does not result in an object".into(),
             ));
         }
+        fields.check(resource, &mut patched, Some(current))?;
         prepare_update(resource, current, patched, part, &url_name)
     })
     .await
