@@ -1,9 +1,13 @@
 //! `knit`: one binary for the whole cluster. `knit server` runs the API
-//! server (with the controllers, as they arrive); node agents, the lab and
-//! the kubectl-lite verbs join it as subcommands.
+//! server (with the controllers, as they arrive); `get`, `describe`,
+//! `apply`, `delete` and `logs` are the kubectl-lite; node agents and the
+//! lab join them as subcommands.
+
+mod kubectl;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -33,6 +37,16 @@ struct Cli {
 enum Command {
     /// Run the API server, keeping cluster state in a data dir.
     Server(ServerArgs),
+    /// Show objects as tables, YAML, JSON or names (like `kubectl get`).
+    Get(kubectl::GetArgs),
+    /// Show objects in detail, with their events (like `kubectl describe`).
+    Describe(kubectl::DescribeArgs),
+    /// Create or update objects from manifests with server-side apply.
+    Apply(kubectl::ApplyArgs),
+    /// Delete objects by name or from manifests.
+    Delete(kubectl::DeleteArgs),
+    /// Print a pod's container logs.
+    Logs(kubectl::LogsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -83,20 +97,33 @@ async fn termination() {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    // The server logs its work; the client verbs speak only when asked.
+    let default_filter = match cli.command {
+        Command::Server(_) => "info",
+        // kube's connector logs refused connections at ERROR; the verbs
+        // report those themselves, naming the server.
+        _ => "warn,kube_client=off",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KNIT_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         // Colours only for a person at a terminal, not in log files.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     match cli.command {
         Command::Server(args) => serve(args.config(), termination())
             .await
-            .with_context(|| format!("knit server (data dir {})", args.data_dir.display())),
+            .with_context(|| format!("knit server (data dir {})", args.data_dir.display()))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Get(args) => Ok(kubectl::exit_code(kubectl::get::run(&args).await)),
+        Command::Describe(args) => Ok(kubectl::exit_code(kubectl::describe::run(&args).await)),
+        Command::Apply(args) => Ok(kubectl::exit_code(kubectl::apply::apply(&args).await)),
+        Command::Delete(args) => Ok(kubectl::exit_code(kubectl::apply::delete(&args).await)),
+        Command::Logs(args) => Ok(kubectl::exit_code(kubectl::logs(&args).await)),
     }
 }
