@@ -10,6 +10,7 @@ pub mod protobuf;
 pub mod registry;
 pub mod selector;
 pub mod status;
+pub mod table;
 pub mod validation;
 
 pub use status::{ApiError, Cause, Result};

@@ -125,6 +125,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     TooManyRequests(String),
+    /// No representation the client accepts (`Accept`) can be produced.
+    #[error("{0}")]
+    NotAcceptable(String),
     #[error("Internal error occurred: {0}")]
     Internal(String),
 }
@@ -171,6 +174,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => 405,
             ApiError::Forbidden(_) => 403,
             ApiError::TooManyRequests(_) => 429,
+            ApiError::NotAcceptable(_) => 406,
             ApiError::Internal(_) => 500,
         }
     }
@@ -189,6 +193,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "MethodNotAllowed",
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::TooManyRequests(_) => "TooManyRequests",
+            ApiError::NotAcceptable(_) => "NotAcceptable",
             ApiError::Internal(_) => "InternalError",
         }
     }

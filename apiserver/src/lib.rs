@@ -16,6 +16,7 @@ pub mod server;
 pub mod services;
 pub mod store;
 pub mod subresources;
+pub mod table;
 pub mod warning;
 pub mod watch;
 
@@ -35,6 +36,7 @@ use tokio::sync::watch as signal;
 use crate::objects::{DeleteOptions, Part};
 use crate::request::{Params, Target, body_type, read_body};
 use crate::store::Store;
+use crate::table::{Render, Shape};
 
 /// Settings of the API itself.
 #[derive(Debug, Clone)]
@@ -233,9 +235,14 @@ async fn handle(state: &AppState, request: Request) -> Result<Response> {
     let sub = target.subresource.as_deref();
     match (&parts.method, target.name.is_some(), sub) {
         (&Method::GET, false, None) if params.flag("watch") => {
-            watch::watch(state, &target, &params).await
+            let render = Render::negotiate(target.resource, &headers, &params, Shape::Watch)?;
+            watch::watch(state, &target, &params, render).await
         }
-        (&Method::GET, false, None) => ok(objects::list(state, &target, &params).await?),
+        (&Method::GET, false, None) => {
+            let render = Render::negotiate(target.resource, &headers, &params, Shape::List)?;
+            let list = objects::list(state, &target, &params).await?;
+            Ok(table::respond(render.as_ref(), &list, Render::list))
+        }
         (&Method::POST, false, None) => {
             let body_type = body_type(&headers)?;
             let (code, created) =
@@ -246,7 +253,11 @@ async fn handle(state: &AppState, request: Request) -> Result<Response> {
             let options = DeleteOptions::parse(&params, &read().await?)?;
             ok(objects::delete_collection(state, &target, &params, &options).await?)
         }
-        (&Method::GET, true, None | Some("status")) => ok(objects::get(state, &target).await?),
+        (&Method::GET, true, None | Some("status")) => {
+            let render = Render::negotiate(target.resource, &headers, &params, Shape::Single)?;
+            let object = objects::get(state, &target).await?;
+            Ok(table::respond(render.as_ref(), &object, Render::object))
+        }
         (&Method::PUT, true, None | Some("status")) => {
             let body_type = body_type(&headers)?;
             let part = if sub.is_some() {

@@ -26,6 +26,7 @@ use crate::AppState;
 use crate::objects::{Filter, key_of};
 use crate::request::{Params, Target};
 use crate::store::{Change, ChangeKind, ListQuery};
+use crate::table::Render;
 
 /// Chunks queued for a watch's HTTP response before the writer waits.
 const RESPONSE_BUFFER: usize = 256;
@@ -57,6 +58,9 @@ struct Watcher {
     storage_name: String,
     filter: Filter,
     bookmarks: bool,
+    /// The conversion the client asked for (Table, metadata), if any.
+    render: Option<Render>,
+    content_type: String,
     /// The newest revision this watcher has accounted for.
     rev: u64,
 }
@@ -93,7 +97,17 @@ impl Watcher {
             },
             _ => return None,
         };
-        Some(event(kind, &change.object_json))
+        Some(self.object_event(kind, &change.object, Some(&change.object_json)))
+    }
+
+    /// An ADDED/MODIFIED/DELETED event, its object converted as the client
+    /// asked (the stored JSON is reused when it is not).
+    fn object_event(&self, kind: &str, object: &Value, json: Option<&Bytes>) -> Bytes {
+        match (&self.render, json) {
+            (Some(render), _) => value_event(kind, &render.event_object(object)),
+            (None, Some(json)) => event(kind, json),
+            (None, None) => value_event(kind, object),
+        }
     }
 
     fn bookmark(&self, initial_events_end: bool) -> Bytes {
@@ -113,7 +127,12 @@ impl Watcher {
 }
 
 /// Answers `GET <collection>?watch=1`.
-pub async fn watch(state: &AppState, target: &Target, params: &Params) -> Result<Response> {
+pub async fn watch(
+    state: &AppState,
+    target: &Target,
+    params: &Params,
+    render: Option<Render>,
+) -> Result<Response> {
     let filter = Filter::parse(target.resource, params)?;
     let timeout = params
         .int("timeoutSeconds")?
@@ -132,11 +151,16 @@ pub async fn watch(state: &AppState, target: &Target, params: &Params) -> Result
         storage_name: target.resource.storage_name(),
         filter,
         bookmarks: params.flag("allowWatchBookmarks"),
+        content_type: render
+            .as_ref()
+            .map_or_else(|| "application/json".to_string(), Render::content_type),
+        render,
         rev: 0,
     };
     // Subscribe before reading, so that nothing is missed in between.
     let live = state.store.subscribe();
     let (tx, rx) = mpsc::channel::<Bytes>(RESPONSE_BUFFER);
+    let content_type = watcher.content_type.clone();
 
     let state = state.clone();
     tokio::spawn(async move {
@@ -160,7 +184,7 @@ pub async fn watch(state: &AppState, target: &Target, params: &Params) -> Result
     });
 
     Ok(Response::builder()
-        .header(CONTENT_TYPE, "application/json")
+        .header(CONTENT_TYPE, content_type)
         .body(Body::from_stream(
             ReceiverStream::new(rx).map(Ok::<_, Infallible>),
         ))
@@ -192,7 +216,10 @@ async fn send_current(
         for object in &page.objects {
             after = Some(key_of(object));
             if watcher.filter.matches(object)
-                && tx.send(value_event("ADDED", object)).await.is_err()
+                && tx
+                    .send(watcher.object_event("ADDED", object, None))
+                    .await
+                    .is_err()
             {
                 return Ok(());
             }
