@@ -2,6 +2,7 @@
 //! serves, label and field selectors, per-kind validation and defaulting,
 //! and the Kubernetes `Status` errors every layer returns.
 
+pub mod apply;
 pub mod defaults;
 pub mod patch;
 pub mod registry;
