@@ -70,3 +70,24 @@ fn conflict_message(conflicts: &[Conflict]) -> String {
         lines.join("\n")
     )
 }
+
+impl From<ApplyError> for crate::ApiError {
+    /// Conflicts are a 409 with a `FieldManagerConflict` cause per field;
+    /// anything else is a bad request.
+    fn from(err: ApplyError) -> Self {
+        match err {
+            ApplyError::Conflicts(ref conflicts) => crate::ApiError::ApplyConflict {
+                message: err.to_string(),
+                causes: conflicts
+                    .iter()
+                    .map(|c| crate::Cause {
+                        reason: "FieldManagerConflict",
+                        field: c.path.to_string(),
+                        message: format!("conflict with {}", c.manager),
+                    })
+                    .collect(),
+            },
+            other => crate::ApiError::BadRequest(other.to_string()),
+        }
+    }
+}
