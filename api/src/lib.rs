@@ -3,6 +3,7 @@
 //! the OpenAPI v3 documents of the served kinds, and the Kubernetes
 //! `Status` errors every layer returns.
 
+pub mod apply;
 pub mod defaults;
 pub mod openapi;
 pub mod patch;

@@ -13,6 +13,13 @@
 //!
 //! It is pure: it turns a stored object and a patch into a new object and
 //! knows nothing of storage, admission or validation.
+//!
+//! Server-side apply (`crate::apply`) walks objects with the same table
+//! through [`SchemaNode`]: a `patchMergeKey` list is an associative list
+//! there (keyed by the Go types' `listMapKeys`, which some lists extend, e.g.
+//! container ports by `containerPort` and `protocol`), a merged primitive
+//! list is a set and every other list is atomic, as kube-openapi's schema
+//! conversion decides for the built-in types.
 
 use serde_json::{Map, Value};
 
@@ -109,6 +116,10 @@ impl Kind {
 enum Schema {
     /// A type with no list strategies: maps merge, lists are replaced.
     Unknown,
+    /// A struct replaced as a whole by server-side apply (`+structType=atomic`,
+    /// e.g. `metav1.LabelSelector`); strategic merge patch merges it like
+    /// [`Schema::Unknown`].
+    Atomic,
     Root(Kind),
     ObjectMeta,
     PodTemplateSpec,
@@ -134,8 +145,10 @@ enum Schema {
 enum ListStrategy {
     /// No `patchStrategy`: the patch's list replaces the original.
     Replace,
-    /// `patchStrategy:"merge"` with a `patchMergeKey`.
-    MergeKey(&'static str),
+    /// `patchStrategy:"merge"` with a `patchMergeKey`: the first key is the
+    /// merge key of strategic merge patch, all of them together the
+    /// `listMapKeys` that identify an element for server-side apply.
+    MergeKey(&'static [&'static str]),
     /// `patchStrategy:"merge"` on a list of primitives: a set union.
     MergePrimitive,
 }
@@ -167,37 +180,42 @@ impl Schema {
             }
 
             (ObjectMeta, "finalizers") => (MergePrimitive, Unknown),
-            (ObjectMeta, "ownerReferences") => (MergeKey("uid"), Unknown),
+            (ObjectMeta, "ownerReferences") => (MergeKey(&["uid"]), Unknown),
 
             (PodTemplateSpec | JobTemplateSpec, "metadata") => (Replace, ObjectMeta),
             (PodTemplateSpec, "spec") => (Replace, PodSpec),
             (JobTemplateSpec, "spec") => (Replace, WorkloadSpec),
             (WorkloadSpec, "template") => (Replace, PodTemplateSpec),
+            // A LabelSelector (a ReplicationController's plain map is
+            // treated alike).
+            (WorkloadSpec, "selector") => (Replace, Atomic),
             (CronJobSpec, "jobTemplate") => (Replace, JobTemplateSpec),
 
             (PodSpec, "containers" | "initContainers" | "ephemeralContainers") => {
-                (MergeKey("name"), Container)
+                (MergeKey(&["name"]), Container)
             }
             (PodSpec, "volumes" | "imagePullSecrets" | "schedulingGates" | "resourceClaims") => {
-                (MergeKey("name"), Unknown)
+                (MergeKey(&["name"]), Unknown)
             }
-            (PodSpec, "hostAliases") => (MergeKey("ip"), Unknown),
-            (PodSpec, "topologySpreadConstraints") => (MergeKey("topologyKey"), Unknown),
+            (PodSpec, "hostAliases") => (MergeKey(&["ip"]), Unknown),
+            (PodSpec, "topologySpreadConstraints") => {
+                (MergeKey(&["topologyKey", "whenUnsatisfiable"]), Unknown)
+            }
 
-            (Container, "ports") => (MergeKey("containerPort"), Unknown),
-            (Container, "env") => (MergeKey("name"), Unknown),
-            (Container, "volumeMounts") => (MergeKey("mountPath"), Unknown),
-            (Container, "volumeDevices") => (MergeKey("devicePath"), Unknown),
+            (Container, "ports") => (MergeKey(&["containerPort", "protocol"]), Unknown),
+            (Container, "env") => (MergeKey(&["name"]), Unknown),
+            (Container, "volumeMounts") => (MergeKey(&["mountPath"]), Unknown),
+            (Container, "volumeDevices") => (MergeKey(&["devicePath"]), Unknown),
 
-            (PodStatus, "conditions") => (MergeKey("type"), Unknown),
-            (PodStatus, "podIPs" | "hostIPs") => (MergeKey("ip"), Unknown),
+            (PodStatus, "conditions") => (MergeKey(&["type"]), Unknown),
+            (PodStatus, "podIPs" | "hostIPs") => (MergeKey(&["ip"]), Unknown),
 
-            (ConditionsStatus, "conditions") => (MergeKey("type"), Unknown),
+            (ConditionsStatus, "conditions") => (MergeKey(&["type"]), Unknown),
 
-            (ServiceSpec, "ports") => (MergeKey("port"), Unknown),
+            (ServiceSpec, "ports") => (MergeKey(&["port", "protocol"]), Unknown),
 
             (NodeSpec, "podCIDRs") => (MergePrimitive, Unknown),
-            (NodeStatus, "conditions" | "addresses") => (MergeKey("type"), Unknown),
+            (NodeStatus, "conditions" | "addresses") => (MergeKey(&["type"]), Unknown),
 
             _ => (Replace, Unknown),
         };
@@ -231,7 +249,7 @@ pub fn field_patch_meta(type_name: &str, field: &str) -> Option<FieldPatchMeta> 
     );
     let list = Schema::of_type(type_name).map(|schema| schema.field(field).list);
     let (strategy, merge_key) = match list {
-        Some(ListStrategy::MergeKey(key)) => ("merge", Some(key)),
+        Some(ListStrategy::MergeKey(keys)) => ("merge", keys.first().copied()),
         Some(ListStrategy::MergePrimitive) => ("merge", None),
         _ if retain_keys => {
             return Some(FieldPatchMeta {
@@ -276,6 +294,48 @@ impl Schema {
             | "io.k8s.api.core.v1.NamespaceStatus" => Schema::ConditionsStatus,
             _ => return None,
         })
+    }
+}
+
+/// How server-side apply treats a list field, read off the same table as
+/// strategic merge patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListType {
+    /// Replaced as a whole (`listType=atomic`, the default).
+    Atomic,
+    /// A set of primitives (`listType=set`, e.g. `metadata.finalizers`).
+    Set,
+    /// An associative list whose elements are maps identified by these keys
+    /// (`listType=map` with its `listMapKeys`).
+    Map(&'static [&'static str]),
+}
+
+/// A position in a kind's schema, for walking an object field by field
+/// with the list strategies of the table above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaNode(Schema);
+
+impl SchemaNode {
+    /// The top of an object of `kind` (e.g. `"Deployment"`).
+    pub fn root(kind: &str) -> Self {
+        Self(Schema::Root(Kind::of(kind)))
+    }
+
+    /// The field `name` of the map at this position: its list type (when it
+    /// holds a list) and the position of its value, or of its elements.
+    pub fn field(self, name: &str) -> (ListType, SchemaNode) {
+        let field = self.0.field(name);
+        let list = match field.list {
+            ListStrategy::Replace => ListType::Atomic,
+            ListStrategy::MergePrimitive => ListType::Set,
+            ListStrategy::MergeKey(keys) => ListType::Map(keys),
+        };
+        (list, SchemaNode(field.schema))
+    }
+
+    /// Whether a map at this position is replaced as a whole by apply.
+    pub fn is_atomic(self) -> bool {
+        self.0 == Schema::Atomic
     }
 }
 
@@ -427,7 +487,7 @@ fn merge_list(original: Vec<Value>, patch: &[Value], field: Field) -> Result<Vec
             }
             Ok(out)
         }
-        ListStrategy::MergeKey(key) => merge_keyed_list(original, patch, key, field.schema),
+        ListStrategy::MergeKey(keys) => merge_keyed_list(original, patch, keys[0], field.schema),
     }
 }
 
@@ -516,12 +576,13 @@ fn reorder(list: &mut [Value], order: &[Value], strategy: ListStrategy) -> Resul
     let wanted: Vec<&Value> = match strategy {
         ListStrategy::Replace => return Ok(()),
         ListStrategy::MergePrimitive => order.iter().collect(),
-        ListStrategy::MergeKey(key) => order
+        ListStrategy::MergeKey(keys) => order
             .iter()
             .map(|o| {
-                o.get(key).ok_or_else(|| {
+                o.get(keys[0]).ok_or_else(|| {
                     invalid(format!(
-                        "map: {o} does not contain declared merge key: {key}"
+                        "map: {o} does not contain declared merge key: {}",
+                        keys[0]
                     ))
                 })
             })
@@ -529,7 +590,7 @@ fn reorder(list: &mut [Value], order: &[Value], strategy: ListStrategy) -> Resul
     };
     let rank = |v: &Value| {
         let id = match strategy {
-            ListStrategy::MergeKey(key) => v.get(key)?,
+            ListStrategy::MergeKey(keys) => v.get(keys[0])?,
             _ => v,
         };
         wanted.iter().position(|w| *w == id)

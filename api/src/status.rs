@@ -107,6 +107,10 @@ pub enum ApiError {
         name: String,
         causes: Vec<Cause>,
     },
+    /// A server-side apply that would change fields other managers own:
+    /// a 409 whose causes name each field (`FieldManagerConflict`).
+    #[error("{message}")]
+    ApplyConflict { message: String, causes: Vec<Cause> },
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -165,7 +169,9 @@ impl ApiError {
     pub fn code(&self) -> u16 {
         match self {
             ApiError::NotFound { .. } | ApiError::UnknownResource => 404,
-            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
+            ApiError::AlreadyExists { .. }
+            | ApiError::Conflict { .. }
+            | ApiError::ApplyConflict { .. } => 409,
             ApiError::Invalid { .. } => 422,
             ApiError::BadRequest(_) => 400,
             ApiError::Expired(_) => 410,
@@ -184,7 +190,7 @@ impl ApiError {
         match self {
             ApiError::NotFound { .. } | ApiError::UnknownResource => "NotFound",
             ApiError::AlreadyExists { .. } => "AlreadyExists",
-            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Conflict { .. } | ApiError::ApplyConflict { .. } => "Conflict",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::Expired(_) => "Expired",
@@ -232,6 +238,14 @@ impl ApiError {
                     "field": c.field,
                 })).collect::<Vec<_>>(),
             })),
+            // kube-apiserver names no object here, only the fields.
+            ApiError::ApplyConflict { causes, .. } => Some(json!({
+                "causes": causes.iter().map(|c| json!({
+                    "reason": c.reason,
+                    "message": c.message,
+                    "field": c.field,
+                })).collect::<Vec<_>>(),
+            })),
             _ => None,
         };
         let mut status = json!({
@@ -245,7 +259,7 @@ impl ApiError {
         });
         if let Some(mut details) = details {
             // Kubernetes omits an empty group.
-            if details["group"] == "" {
+            if details.get("group").is_some_and(|g| g == "") {
                 details.as_object_mut().map(|d| d.remove("group"));
             }
             status["details"] = details;

@@ -228,7 +228,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response> {
             .ok_or(ApiError::UnknownResource);
     }
     let target = Target::parse(group, version, &rest)?;
-    let params = Params::parse(parts.uri.query());
+    let params = Params::parse(parts.uri.query()).with_user_agent(&parts.headers);
     let headers = parts.headers;
     let read = || async { read_body(&headers, body).await };
 
@@ -274,6 +274,11 @@ async fn handle(state: &AppState, request: Request) -> Result<Response> {
             } else {
                 Part::Main
             };
+            if body_type == request::BodyType::ApplyPatch {
+                let (code, applied) =
+                    objects::apply(state, &target, &params, &read().await?, part).await?;
+                return Ok(json_response(code, &applied));
+            }
             ok(objects::patch(state, &target, &params, &read().await?, body_type, part).await?)
         }
         (&Method::DELETE, true, None) => {

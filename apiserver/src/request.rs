@@ -145,9 +145,11 @@ impl Target {
 pub const CONFLICT_MODIFIED: &str =
     "the object has been modified; please apply your changes to the latest version and try again";
 
-/// Query parameters, by name (the last one wins, as in Go's `Get`).
+/// Query parameters, by name (the last one wins, as in Go's `Get`), and the
+/// request's User-Agent (what names the field manager when the query does
+/// not).
 #[derive(Debug, Clone, Default)]
-pub struct Params(HashMap<String, String>);
+pub struct Params(HashMap<String, String>, Option<String>);
 
 impl Params {
     pub fn parse(query: Option<&str>) -> Params {
@@ -156,7 +158,33 @@ impl Params {
                 .into_iter()
                 .collect::<HashMap<String, String>>()
         });
-        Params(pairs.unwrap_or_default())
+        Params(pairs.unwrap_or_default(), None)
+    }
+
+    /// Remembers the request's User-Agent.
+    pub fn with_user_agent(mut self, headers: &HeaderMap) -> Params {
+        self.1 = headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        self
+    }
+
+    /// The manager a write is recorded for in `managedFields`:
+    /// `?fieldManager=`, else the program name of the User-Agent
+    /// (`kubectl/v1.35.0 (linux/amd64) ...` gives `kubectl`), at most 128
+    /// bytes, as kube-apiserver defaults it.
+    pub fn field_manager(&self) -> String {
+        if let Some(manager) = self.get("fieldManager") {
+            return manager.to_string();
+        }
+        let agent = self.1.as_deref().unwrap_or_default();
+        let program = agent.split('/').next().unwrap_or_default();
+        let mut end = program.len().min(128);
+        while !program.is_char_boundary(end) {
+            end -= 1;
+        }
+        program[..end].to_string()
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {

@@ -74,6 +74,7 @@ pub async fn update_scale(
         ),
         _ => None,
     };
+    let manager = objects::Manager::of(target.resource, params, "UpdateOptions")?;
     let updated = guaranteed_update(state, target, pinned, params.dry_run()?, &|current| {
         let mut scale = scale_of(current);
         if is_patch {
@@ -106,6 +107,8 @@ pub async fn update_scale(
         let mut updated = current.clone();
         updated["spec"]["replicas"] = json!(count);
         bump_generation(target.resource, current, &mut updated);
+        let writer = manager.writer(Some("scale"));
+        knit_api::apply::record_update(target.resource.kind, Some(current), &mut updated, &writer);
         Ok(Some(updated))
     })
     .await?;

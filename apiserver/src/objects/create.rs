@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use http::StatusCode;
+use knit_api::apply::record_update;
 use knit_api::registry::Resource;
 use knit_api::{ApiError, Result};
 use rand::Rng;
 use serde_json::{Value, json};
 
-use super::{admit, check_kind};
+use super::{Manager, admit, check_kind};
 use crate::AppState;
 use crate::meta::{self, is_deleting, metadata_mut};
 use crate::namespaces::Phase;
@@ -69,9 +70,22 @@ pub async fn create(
     body: &[u8],
     body_type: BodyType,
 ) -> Result<(StatusCode, Arc<Value>)> {
-    let resource = target.resource;
     let mut object = decode_object(body, body_type)?;
-    FieldCheck::new(params, body, body_type)?.check(resource, &mut object, None)?;
+    FieldCheck::new(params, body, body_type)?.check(target.resource, &mut object, None)?;
+    let manager = Manager::of(target.resource, params, "CreateOptions")?;
+    create_object(state, target, params, object, Some(&manager)).await
+}
+
+/// Creates a decoded object; with a `manager`, records its fields as that
+/// manager's `Update` (an apply that creates has recorded its own).
+pub(super) async fn create_object(
+    state: &AppState,
+    target: &Target,
+    params: &Params,
+    mut object: Value,
+    manager: Option<&Manager>,
+) -> Result<(StatusCode, Arc<Value>)> {
+    let resource = target.resource;
     check_kind(resource, &mut object)?;
     let url_ns = target.namespace.clone().unwrap_or_default();
     {
@@ -120,6 +134,9 @@ pub async fn create(
         object["metadata"]["name"] = json!(format!("{prefix}{}", random_suffix()));
     }
     admit(resource, &mut object, None)?;
+    if let Some(manager) = manager {
+        record_update(resource.kind, None, &mut object, &manager.writer(None));
+    }
     let name = meta::name(&object).unwrap_or_default().to_string();
     if resource.namespaced {
         check_namespace(state, resource, &url_ns, &name).await?;

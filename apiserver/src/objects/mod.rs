@@ -11,19 +11,22 @@ mod update;
 
 use std::sync::Arc;
 
+use knit_api::apply::{Writer, managed::check_manager_name};
 use knit_api::registry::Resource;
 use knit_api::{ApiError, Cause, Result, defaults, validation};
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::meta;
-use crate::request::Target;
+use crate::request::{Params, Target};
 use crate::store::Object;
 
 pub use create::create;
 pub use delete::{DeleteOptions, delete, delete_collection};
 pub use list::{Filter, key_of, list};
-pub use update::{Mutation, guaranteed_update, patch, pending_finalizers, prepare_update, replace};
+pub use update::{
+    Mutation, apply, guaranteed_update, patch, pending_finalizers, prepare_update, replace,
+};
 
 /// Which part of an object an update may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,4 +104,65 @@ pub async fn read(state: &AppState, target: &Target) -> Result<Object> {
         .await
         .map_err(|e| target.store_error(name, e))?
         .ok_or_else(|| target.not_found(name))
+}
+
+/// Who a write is recorded for in `managedFields`, and when.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    name: String,
+    api_version: String,
+    time: String,
+    status_apart: bool,
+}
+
+impl Manager {
+    /// The manager of a write to `resource`: `?fieldManager=` or the
+    /// User-Agent's program. A name that is too long or not printable is a
+    /// 422 on the request's options (`CreateOptions`, `PatchOptions`, ...).
+    pub fn of(resource: &Resource, params: &Params, options: &str) -> Result<Manager> {
+        let name = params.field_manager();
+        if let Some(problem) = check_manager_name(&name) {
+            return Err(options_invalid(options, "fieldManager", problem));
+        }
+        Ok(Manager {
+            name,
+            api_version: resource.api_version(),
+            time: meta::now_rfc3339(),
+            status_apart: resource.has_status(),
+        })
+    }
+
+    /// The writer for a write to the object or one of its subresources.
+    pub fn writer<'a>(&'a self, subresource: Option<&'a str>) -> Writer<'a> {
+        Writer {
+            manager: &self.name,
+            api_version: &self.api_version,
+            subresource,
+            time: &self.time,
+            status_apart: self.status_apart,
+        }
+    }
+}
+
+/// A 422 about the request's options rather than the object, e.g.
+/// `PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value`.
+pub(super) fn options_invalid(options: &str, field: &str, message: String) -> ApiError {
+    ApiError::Invalid {
+        group: "meta.k8s.io".into(),
+        kind: options.into(),
+        name: String::new(),
+        causes: vec![Cause {
+            reason: if message.starts_with("Required") {
+                "FieldValueRequired"
+            } else if message.starts_with("Forbidden") {
+                "FieldValueForbidden"
+            } else if message.starts_with("Too long") {
+                "FieldValueTooLong"
+            } else {
+                "FieldValueInvalid"
+            },
+            field: field.into(),
+            message,
+        }],
+    }
 }

@@ -3,12 +3,15 @@
 
 use std::sync::Arc;
 
+use http::StatusCode;
+use knit_api::apply::{self as knit_apply, record_update};
 use knit_api::patch::strategic_merge;
 use knit_api::registry::Resource;
 use knit_api::{ApiError, Cause, Result};
 use serde_json::Value;
 
-use super::{Part, admit, check_kind, invalid, read};
+use super::create::create_object;
+use super::{Manager, Part, admit, check_kind, invalid, options_invalid, read};
 use crate::AppState;
 use crate::meta::{self, finalizers, is_deleting, metadata_mut};
 use crate::request::{BodyType, CONFLICT_MODIFIED, FieldCheck, Params, Target, decode_object};
@@ -209,8 +212,10 @@ pub async fn replace(
     let pinned = pinned_rv(&incoming)?;
     let url_name = target.name.clone().unwrap_or_default();
     let resource = target.resource;
+    let manager = Manager::of(resource, params, "UpdateOptions")?;
     guaranteed_update(state, target, pinned, params.dry_run()?, &|current| {
-        prepare_update(resource, current, incoming.clone(), part, &url_name)
+        let updated = prepare_update(resource, current, incoming.clone(), part, &url_name)?;
+        Ok(recorded(resource, current, updated, &manager, part))
     })
     .await
 }
@@ -249,6 +254,14 @@ pub async fn patch(
         Patch::Merge(value) | Patch::Strategic(value) => pinned_rv(value)?,
         Patch::Json(_) => None,
     };
+    if params.get("force").is_some() {
+        return Err(options_invalid(
+            "PatchOptions",
+            "force",
+            "Forbidden: may not be specified for non-apply patch".into(),
+        ));
+    }
+    let manager = Manager::of(target.resource, params, "PatchOptions")?;
     let url_name = target.name.clone().unwrap_or_default();
     let resource = target.resource;
     let fields = FieldCheck::new(params, body, body_type)?;
@@ -275,7 +288,118 @@ pub async fn patch(
             ));
         }
         fields.check(resource, &mut patched, Some(current))?;
-        prepare_update(resource, current, patched, part, &url_name)
+        let updated = prepare_update(resource, current, patched, part, &url_name)?;
+        Ok(recorded(resource, current, updated, &manager, part))
     })
     .await
+}
+
+/// An update with the fields it changed recorded for `manager`; `None`
+/// when nothing (managed fields included) changes.
+fn recorded(
+    resource: &Resource,
+    current: &Value,
+    updated: Option<Value>,
+    manager: &Manager,
+    part: Part,
+) -> Option<Value> {
+    let mut updated = updated?;
+    let subresource = (part == Part::Status).then_some("status");
+    record_update(
+        resource.kind,
+        Some(current),
+        &mut updated,
+        &manager.writer(subresource),
+    );
+    (&updated != current).then_some(updated)
+}
+
+/// PATCH with `application/apply-patch+yaml`: server-side apply of the
+/// configuration in the body for `?fieldManager=`. Creates the object when
+/// it does not exist (201), else merges it in; fields other managers own
+/// that would change are a 409 unless `?force=true`.
+pub async fn apply(
+    state: &AppState,
+    target: &Target,
+    params: &Params,
+    body: &[u8],
+    part: Part,
+) -> Result<(StatusCode, Arc<Value>)> {
+    let resource = target.resource;
+    if params.get("fieldManager").is_none() {
+        return Err(options_invalid(
+            "PatchOptions",
+            "fieldManager",
+            "Required value: is required for apply patch".into(),
+        ));
+    }
+    let manager = Manager::of(resource, params, "PatchOptions")?;
+    let force = params.flag("force");
+    let mut config = decode_object(body, BodyType::ApplyPatch)?;
+    FieldCheck::new(params, body, BodyType::ApplyPatch)?.check(resource, &mut config, None)?;
+    // Only the names are checked here: a partial configuration is not a
+    // whole object, the merged result is checked as any update.
+    let api_version = resource.api_version();
+    for (field, expected) in [
+        ("apiVersion", api_version.as_str()),
+        ("kind", resource.kind),
+    ] {
+        match config[field].as_str() {
+            Some(given) if given == expected => {}
+            Some(given) => {
+                return Err(ApiError::BadRequest(format!(
+                    "the {field} in the data ({given}) does not match the expected {field} ({expected})"
+                )));
+            }
+            None => {
+                return Err(ApiError::BadRequest(format!(
+                    "{field} must be set in an apply configuration"
+                )));
+            }
+        }
+    }
+    let url_name = target.name.clone().unwrap_or_default();
+    match meta::name(&config) {
+        Some(name) if name != url_name => {
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({name}) does not match the name on the URL ({url_name})"
+            )));
+        }
+        Some(_) => {}
+        None => {
+            metadata_mut(&mut config).insert("name".into(), Value::from(url_name.clone()));
+        }
+    }
+    let pinned = pinned_rv(&config)?;
+    let subresource = (part == Part::Status).then_some("status");
+    let writer = manager.writer(subresource);
+    loop {
+        match read(state, target).await {
+            Ok(_) => break,
+            Err(ApiError::NotFound { .. }) if part == Part::Main => {
+                let object = knit_apply::apply(resource.kind, None, &config, &writer, force)?;
+                match create_object(state, target, params, object, None).await {
+                    // Created meanwhile by someone else: merge into it.
+                    Err(ApiError::AlreadyExists { .. }) => continue,
+                    created => return created,
+                }
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    let updated = guaranteed_update(state, target, pinned, params.dry_run()?, &|current| {
+        let merged = knit_apply::apply(resource.kind, Some(current), &config, &writer, force)?;
+        let fields = merged["metadata"].get("managedFields").cloned();
+        let mut updated = prepare_update(resource, current, merged, part, &url_name)?
+            .unwrap_or_else(|| current.clone());
+        // A status apply stores only the status: its entries come along.
+        let metadata = metadata_mut(&mut updated);
+        match fields {
+            Some(fields) => metadata.insert("managedFields".into(), fields),
+            None => metadata.remove("managedFields"),
+        };
+        Ok((&updated != current).then_some(updated))
+    })
+    .await?;
+    Ok((StatusCode::OK, updated))
 }
