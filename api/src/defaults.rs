@@ -289,6 +289,52 @@ fn namespace(object: &mut Value) {
     }
 }
 
+/// The status a new object starts from, as the strategies'
+/// `PrepareForCreate` set it: a Pod is `Pending` with its QoS class, before
+/// any scheduler or node has seen it.
+pub fn initial_status(resource: &Resource, object: &mut Value) {
+    if resource.kind == "Pod" && resource.group.is_empty() {
+        let qos = qos_class(&object["spec"]);
+        object["status"] = json!({"phase": "Pending", "qosClass": qos});
+    }
+}
+
+/// Kubernetes' QoS class of a pod spec: `BestEffort` without any requests
+/// or limits, `Guaranteed` when every container limits CPU and memory to
+/// exactly what it requests, else `Burstable`.
+fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["initContainers", "containers"]
+        .iter()
+        .filter_map(|list| spec[*list].as_array())
+        .flatten()
+        .collect();
+    let set = |resources: &Value, kind: &str| {
+        resources[kind]
+            .as_object()
+            .is_some_and(|m| m.keys().any(|k| k == "cpu" || k == "memory"))
+    };
+    if containers
+        .iter()
+        .all(|c| !set(&c["resources"], "requests") && !set(&c["resources"], "limits"))
+    {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        let resources = &c["resources"];
+        ["cpu", "memory"].iter().all(|name| {
+            let limit = &resources["limits"][*name];
+            let request = &resources["requests"][*name];
+            // A request left out defaults to the limit.
+            !limit.is_null() && (request.is_null() || request == limit)
+        })
+    });
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +357,28 @@ mod tests {
                 "readinessProbe": {"tcpSocket": {"port": 80}, "periodSeconds": 3}
             }]}
         })
+    }
+
+    #[test]
+    fn a_new_pod_is_pending_with_its_qos_class() {
+        let resource = by_kind("", "Pod").unwrap();
+        let mut best_effort = pod();
+        initial_status(resource, &mut best_effort);
+        assert_eq!(
+            best_effort["status"],
+            json!({"phase": "Pending", "qosClass": "BestEffort"})
+        );
+
+        let mut guaranteed = pod();
+        guaranteed["spec"]["containers"][0]["resources"] =
+            json!({"limits": {"cpu": "1", "memory": "1Gi"}});
+        initial_status(resource, &mut guaranteed);
+        assert_eq!(guaranteed["status"]["qosClass"], "Guaranteed");
+
+        let mut burstable = pod();
+        burstable["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": "100m"}});
+        initial_status(resource, &mut burstable);
+        assert_eq!(burstable["status"]["qosClass"], "Burstable");
     }
 
     #[test]

@@ -521,6 +521,17 @@ pub async fn ensure_kubernetes_service(state: &AppState, api_port: u16) -> Resul
     });
     let body = serde_json::to_vec(&body).expect("static JSON");
     let target = services_target(Some("default"));
+    // Admission would refuse the address the existing Service holds before
+    // the store could say it exists, as kube-apiserver's would.
+    let existing = Target {
+        name: Some("kubernetes".into()),
+        ..target.clone()
+    };
+    match objects::get(state, &existing).await {
+        Ok(_) => return Ok(()),
+        Err(ApiError::NotFound { .. }) => {}
+        Err(err) => return Err(err),
+    }
     match objects::create(state, &target, &Params::default(), &body, BodyType::Json).await {
         Ok(_) | Err(ApiError::AlreadyExists { .. }) => Ok(()),
         Err(err) => Err(err),

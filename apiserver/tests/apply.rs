@@ -364,3 +364,43 @@ async fn apply_dry_run_stores_nothing() {
     assert_eq!(out["spec"]["replicas"], 4);
     assert_eq!(api.get(DEPLOY).await.body["spec"]["replicas"], 1);
 }
+
+/// A configuration that leaves out a defaulted field (an Endpoints port's
+/// `protocol`) applied again later changes nothing, not even the entry's time.
+#[tokio::test]
+async fn reapplying_a_config_without_defaulted_fields_is_a_no_op() {
+    let api = common::start().await;
+    let endpoints = "apiVersion: v1\nkind: Endpoints\nmetadata: {name: web}\nsubsets:\n- addresses: [{ip: 10.0.1.2}]\n  ports: [{port: 8080}]\n";
+    let path = "/api/v1/namespaces/default/endpoints/web";
+    let (code, first) = send(
+        &api,
+        Method::PATCH,
+        &format!("{path}?fieldManager=knit"),
+        APPLY,
+        "test/1.0",
+        endpoints.to_string(),
+    )
+    .await;
+    assert_eq!(code, 201, "{first}");
+    assert_eq!(first["subsets"][0]["ports"][0]["protocol"], "TCP");
+    // managedFields times have a resolution of one second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (code, second) = send(
+        &api,
+        Method::PATCH,
+        &format!("{path}?fieldManager=knit"),
+        APPLY,
+        "test/1.0",
+        endpoints.to_string(),
+    )
+    .await;
+    assert_eq!(code, 200, "{second}");
+    assert_eq!(
+        second["metadata"]["resourceVersion"],
+        first["metadata"]["resourceVersion"]
+    );
+    assert_eq!(
+        second["metadata"]["managedFields"],
+        first["metadata"]["managedFields"]
+    );
+}

@@ -231,8 +231,13 @@ async fn field_selectors_use_per_kind_fields() {
         ),
         ["p2"]
     );
+    // New pods start Pending, as in Kubernetes.
     assert_eq!(
         names(pods.list(&fields("status.phase=Pending")).await.unwrap()).len(),
+        3
+    );
+    assert_eq!(
+        names(pods.list(&fields("status.phase=Running")).await.unwrap()).len(),
         0
     );
     assert_eq!(

@@ -185,6 +185,13 @@ async fn a_restart_rebuilds_exactly_what_was_stored_and_repair_frees_leaks() {
     let (restarted, _stop) =
         AppState::new(Arc::new(api.store.clone()), ApiConfig::default()).unwrap();
     services::rebuild_from_store(&restarted).await.unwrap();
+    // The kubernetes Service a restart finds is left as it is.
+    services::ensure_kubernetes_service(&restarted, 6443)
+        .await
+        .unwrap();
+    services::ensure_kubernetes_service(&restarted, 6443)
+        .await
+        .unwrap();
     for (ip, port) in &held {
         assert!(restarted.services.ip_taken(ip.parse().unwrap()));
         assert!(restarted.services.port_taken(*port as u16));

@@ -66,6 +66,13 @@ struct ServerArgs {
     /// How often a watch that allows bookmarks receives one.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     bookmark_seconds: u64,
+    /// The range ClusterIPs come from; its first address is the
+    /// `kubernetes` Service's.
+    #[arg(long, default_value = knit_ipam::DEFAULT_SERVICE_CIDR, value_name = "CIDR")]
+    service_cidr: knit_ipam::Cidr,
+    /// The range NodePorts come from.
+    #[arg(long, default_value = "30000-32767", value_name = "FIRST-LAST")]
+    service_node_port_range: knit_ipam::PortRange,
 }
 
 impl ServerArgs {
@@ -80,6 +87,8 @@ impl ServerArgs {
             },
             api: ApiConfig {
                 bookmark_interval: Duration::from_secs(self.bookmark_seconds.max(1)),
+                service_cidr: self.service_cidr,
+                node_ports: self.service_node_port_range,
                 ..ApiConfig::default()
             },
         }

@@ -125,6 +125,7 @@ pub(super) async fn create_object(
     }
     if resource.resets_status_on_create {
         object.as_object_mut().map(|o| o.remove("status"));
+        knit_api::defaults::initial_status(resource, &mut object);
     }
     let generate_name = object["metadata"]["generateName"]
         .as_str()

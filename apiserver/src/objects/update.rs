@@ -398,8 +398,28 @@ pub async fn apply(
             Some(fields) => metadata.insert("managedFields".into(), fields),
             None => metadata.remove("managedFields"),
         };
-        Ok((&updated != current).then_some(updated))
+        Ok(changed_beyond_times(current, &updated).then_some(updated))
     })
     .await?;
     Ok((StatusCode::OK, updated))
+}
+
+/// Whether an apply changed more than its managedFields timestamps: the
+/// merge compares the configuration before defaulting, so a config that
+/// leaves out a defaulted field (an Endpoints port's `protocol`) looks like
+/// a change there and bumps its entry's time although the object stays the
+/// same. Such an apply is a no-op, as in Kubernetes.
+fn changed_beyond_times(current: &Value, updated: &Value) -> bool {
+    let without_times = |object: &Value| {
+        let mut object = object.clone();
+        for entry in object["metadata"]["managedFields"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            entry.as_object_mut().map(|e| e.remove("time"));
+        }
+        object
+    };
+    updated != current && without_times(updated) != without_times(current)
 }

@@ -1,8 +1,6 @@
 //! `knit apply -f` (server-side apply, `fieldManager=knit`) and
 //! `knit delete`. Apply reports what happened to each object as kubectl
-//! does (`created`, `unchanged`, `serverside-applied`); a server without
-//! server-side apply (it answers 415) gets kubectl's fallback instead:
-//! create what is missing, merge-patch what exists (`configured`).
+//! does (`created`, `unchanged`, `serverside-applied`).
 
 use http::{Method, StatusCode, header};
 use serde_json::Value;
@@ -21,8 +19,6 @@ pub enum Applied {
     Created,
     /// Server-side apply changed it.
     ServerSide,
-    /// The fallback merge patch changed it.
-    Configured,
     /// Nothing changed (same resourceVersion).
     Unchanged,
 }
@@ -33,27 +29,19 @@ impl Applied {
         match self {
             Applied::Created => "created",
             Applied::ServerSide => "serverside-applied",
-            Applied::Configured => "configured",
             Applied::Unchanged => "unchanged",
         }
     }
 
     /// From the answer to the write and the resourceVersions before and
     /// after it.
-    pub fn judge(
-        status: StatusCode,
-        before: Option<&str>,
-        after: Option<&str>,
-        server_side: bool,
-    ) -> Self {
+    pub fn judge(status: StatusCode, before: Option<&str>, after: Option<&str>) -> Self {
         if status == StatusCode::CREATED || before.is_none() {
             Applied::Created
         } else if before == after {
             Applied::Unchanged
-        } else if server_side {
-            Applied::ServerSide
         } else {
-            Applied::Configured
+            Applied::ServerSide
         }
     }
 }
@@ -102,9 +90,8 @@ pub async fn apply(args: &ApplyArgs) -> Result<Outcome> {
     let mut session = Session::open(&args.connection).await?;
     session.discovery().await?;
     let mut outcome = Outcome::Ok;
-    let mut server_side = true;
     for manifest in &manifests {
-        match apply_one(&session, args, manifest, &mut server_side).await {
+        match apply_one(&session, args, manifest).await {
             Ok((resource, applied)) => {
                 println!(
                     "{}/{} {}",
@@ -143,7 +130,6 @@ async fn apply_one(
     session: &Session,
     args: &ApplyArgs,
     manifest: &Manifest,
-    server_side: &mut bool,
 ) -> Result<(ApiResource, Applied), ApplyError> {
     let discovery = session
         .discovery
@@ -181,73 +167,31 @@ async fn apply_one(
     };
     let body = serde_json::to_vec(&manifest.object).expect("JSON values serialize");
 
-    if *server_side {
-        let mut params = vec![("fieldManager", args.field_manager.clone())];
-        if args.force_conflicts {
-            params.push(("force", "true".to_string()));
-        }
-        let answer = session
-            .client
-            .send(
-                Method::PATCH,
-                &format!("{path}{}", query(&params)),
-                &[
-                    (header::CONTENT_TYPE, "application/apply-patch+yaml"),
-                    (header::ACCEPT, "application/json"),
-                ],
-                Some(body.clone()),
-            )
-            .await
-            .map_err(from_client)?;
-        if answer.status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-            eprintln!(
-                "warning: the server at {} does not support server-side apply; creating missing objects and merge-patching existing ones instead",
-                session.client.url()
-            );
-            *server_side = false;
-        } else if answer.status.is_success() {
-            let after = resource_version(&answer.json(&path).map_err(from_client)?);
-            let applied = Applied::judge(answer.status, before.as_deref(), after.as_deref(), true);
-            return Ok((resource, applied));
-        } else {
-            return Err(ApplyError::Message(refusal(
-                manifest,
-                &ApiFailure::from_body(answer.status.as_u16(), &answer.body),
-            )));
-        }
+    let mut params = vec![("fieldManager", args.field_manager.clone())];
+    if args.force_conflicts {
+        params.push(("force", "true".to_string()));
     }
-
-    let manager = query(&[("fieldManager", args.field_manager.clone())]);
-    let answer = if before.is_none() {
-        session
-            .client
-            .send_ok(
-                Method::POST,
-                &format!("{}{manager}", resource.path(namespace, None)),
-                &[
-                    (header::CONTENT_TYPE, "application/json"),
-                    (header::ACCEPT, "application/json"),
-                ],
-                Some(body),
-            )
-            .await
-    } else {
-        session
-            .client
-            .send_ok(
-                Method::PATCH,
-                &format!("{path}{manager}"),
-                &[
-                    (header::CONTENT_TYPE, "application/merge-patch+json"),
-                    (header::ACCEPT, "application/json"),
-                ],
-                Some(body),
-            )
-            .await
+    let answer = session
+        .client
+        .send(
+            Method::PATCH,
+            &format!("{path}{}", query(&params)),
+            &[
+                (header::CONTENT_TYPE, "application/apply-patch+yaml"),
+                (header::ACCEPT, "application/json"),
+            ],
+            Some(body),
+        )
+        .await
+        .map_err(from_client)?;
+    if !answer.status.is_success() {
+        return Err(ApplyError::Message(refusal(
+            manifest,
+            &ApiFailure::from_body(answer.status.as_u16(), &answer.body),
+        )));
     }
-    .map_err(from_client)?;
     let after = resource_version(&answer.json(&path).map_err(from_client)?);
-    let applied = Applied::judge(answer.status, before.as_deref(), after.as_deref(), false);
+    let applied = Applied::judge(answer.status, before.as_deref(), after.as_deref());
     Ok((resource, applied))
 }
 
@@ -355,20 +299,16 @@ mod tests {
     fn outcomes_follow_status_and_resource_version() {
         let judge = Applied::judge;
         assert_eq!(
-            judge(StatusCode::CREATED, None, Some("5"), true),
+            judge(StatusCode::CREATED, None, Some("5")),
             Applied::Created
         );
         assert_eq!(
-            judge(StatusCode::OK, Some("5"), Some("5"), true),
+            judge(StatusCode::OK, Some("5"), Some("5")),
             Applied::Unchanged
         );
         assert_eq!(
-            judge(StatusCode::OK, Some("5"), Some("7"), true),
+            judge(StatusCode::OK, Some("5"), Some("7")),
             Applied::ServerSide
-        );
-        assert_eq!(
-            judge(StatusCode::OK, Some("5"), Some("7"), false),
-            Applied::Configured
         );
         assert_eq!(Applied::ServerSide.word(), "serverside-applied");
     }

@@ -213,11 +213,6 @@ impl Client {
         Ok(Client { kube, url })
     }
 
-    /// The server's base URL.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     async fn start(
         &self,
         method: Method,
