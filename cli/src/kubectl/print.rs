@@ -187,66 +187,11 @@ pub fn align(lines: &[Vec<String>]) -> String {
     out
 }
 
-/// kubectl's age: `45s`, `3m20s`, `12m`, `5h3m`, `2d4h`, `40d`, `2y10d`.
-pub fn human_duration(seconds: i64) -> String {
-    if seconds < -1 {
-        return "<invalid>".into();
-    }
-    if seconds < 0 {
-        return "0s".into();
-    }
-    if seconds < 120 {
-        return format!("{seconds}s");
-    }
-    let minutes = seconds / 60;
-    if minutes < 10 {
-        return match seconds % 60 {
-            0 => format!("{minutes}m"),
-            s => format!("{minutes}m{s}s"),
-        };
-    }
-    if minutes < 180 {
-        return format!("{minutes}m");
-    }
-    let hours = minutes / 60;
-    if hours < 8 {
-        return match minutes % 60 {
-            0 => format!("{hours}h"),
-            m => format!("{hours}h{m}m"),
-        };
-    }
-    if hours < 48 {
-        return format!("{hours}h");
-    }
-    let days = hours / 24;
-    if hours < 24 * 8 {
-        return match hours % 24 {
-            0 => format!("{days}d"),
-            h => format!("{days}d{h}h"),
-        };
-    }
-    if days < 365 * 2 {
-        return format!("{days}d");
-    }
-    let years = days / 365;
-    if days < 365 * 8 {
-        return match days % 365 {
-            0 => format!("{years}y"),
-            d => format!("{years}y{d}d"),
-        };
-    }
-    format!("{years}y")
-}
-
-/// The age of an RFC 3339 timestamp at `now`, `<unknown>` if unreadable.
+/// The age of an RFC 3339 timestamp at `now`, `<unknown>` if unreadable:
+/// the same cell the server's Tables print.
 pub fn age(timestamp: &Value, now: jiff::Timestamp) -> String {
-    timestamp
-        .as_str()
-        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-        .map_or_else(
-            || "<unknown>".to_string(),
-            |t| human_duration(now.as_second() - t.as_second()),
-        )
+    let then = timestamp.as_str().and_then(knit_api::table::parse_time);
+    knit_api::table::since(then, now)
 }
 
 /// Objects as one document: the object itself, or a `v1 List`.
@@ -389,32 +334,6 @@ mod tests {
             out,
             "NAME          AGE\ncfg           45s\nlonger-name   2d\n"
         );
-    }
-
-    #[test]
-    fn human_durations_match_kubectl() {
-        let cases = [
-            (-5, "<invalid>"),
-            (-1, "0s"),
-            (0, "0s"),
-            (119, "119s"),
-            (120, "2m"),
-            (185, "3m5s"),
-            (600, "10m"),
-            (179 * 60, "179m"),
-            (3 * 3600 + 120, "3h2m"),
-            (8 * 3600, "8h"),
-            (47 * 3600, "47h"),
-            (2 * 86400 + 3600, "2d1h"),
-            (3 * 86400, "3d"),
-            (30 * 86400, "30d"),
-            (800 * 86400, "2y70d"),
-            (365 * 3 * 86400, "3y"),
-            (365 * 9 * 86400, "9y"),
-        ];
-        for (seconds, expected) in cases {
-            assert_eq!(human_duration(seconds), expected, "{seconds}s");
-        }
     }
 
     #[test]
