@@ -44,8 +44,16 @@ pub struct Resource {
     check_shape: fn(&Value) -> Result<(), String>,
 }
 
+/// The typed decode, with the path of the field at fault in the message
+/// (`spec.ports[0].port: invalid type: string "eighty", expected i32`), as
+/// kube-apiserver's decoder names the Go field.
 fn shape<T: DeserializeOwned>(value: &Value) -> Result<(), String> {
-    T::deserialize(value).map(|_| ()).map_err(|e| e.to_string())
+    serde_path_to_error::deserialize::<_, T>(value)
+        .map(|_| ())
+        .map_err(|e| match e.path().to_string().as_str() {
+            "." | "" => e.inner().to_string(),
+            path => format!("{path}: {}", e.inner()),
+        })
 }
 
 impl Resource {
