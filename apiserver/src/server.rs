@@ -119,6 +119,7 @@ pub async fn serve(
             })?;
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     services::ensure_kubernetes_service(&state, addr.port()).await?;
+    services::ensure_kubernetes_endpoints(&state, addr).await?;
     let url = client_url(addr);
     std::fs::write(kubeconfig_path(data_dir), admin_kubeconfig(&url)).map_err(dir_error)?;
     tracing::info!(%url, data_dir = %data_dir.display(), "knit API server ready");

@@ -538,6 +538,91 @@ pub async fn ensure_kubernetes_service(state: &AppState, api_port: u16) -> Resul
     }
 }
 
+/// Points the `kubernetes` Service at the API server itself: an Endpoints
+/// object and an EndpointSlice holding `api`'s address. An API reachable
+/// only on loopback or a wildcard has no address pods could use (and
+/// Endpoints may not hold one), so then there are none, and the log says why.
+pub async fn ensure_kubernetes_endpoints(
+    state: &AppState,
+    api: std::net::SocketAddr,
+) -> Result<()> {
+    let ip = api.ip();
+    if ip.is_loopback() || ip.is_unspecified() {
+        tracing::info!(%api, "the kubernetes Service has no endpoints: the API listens on no address pods can reach");
+        return Ok(());
+    }
+    let port = json!([{"name": "https", "port": api.port(), "protocol": "TCP"}]);
+    let endpoints = json!({
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": ip.to_string()}], "ports": port}],
+    });
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": if ip.is_ipv4() { "IPv4" } else { "IPv6" },
+        "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true}}],
+        "ports": port,
+    });
+    upsert(state, ("", "v1", "endpoints"), endpoints, &["subsets"]).await?;
+    upsert(
+        state,
+        ("discovery.k8s.io", "v1", "endpointslices"),
+        slice,
+        &["addressType", "endpoints", "ports"],
+    )
+    .await
+}
+
+/// Creates `object` in `default`, or makes the existing one's `fields` equal
+/// to the object's (an API that moved to another address).
+async fn upsert(
+    state: &AppState,
+    (group, version, plural): (&str, &str, &str),
+    object: Value,
+    fields: &[&str],
+) -> Result<()> {
+    let resource = knit_api::registry::lookup(group, version, plural).expect("a served resource");
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let collection = Target {
+        resource,
+        namespace: Some("default".into()),
+        name: None,
+        subresource: None,
+    };
+    let body = serde_json::to_vec(&object).expect("JSON values serialize");
+    match objects::create(
+        state,
+        &collection,
+        &Params::default(),
+        &body,
+        BodyType::Json,
+    )
+    .await
+    {
+        Err(ApiError::AlreadyExists { .. }) => {}
+        other => return other.map(|_| ()),
+    }
+    let target = Target {
+        name: Some(name),
+        ..collection
+    };
+    objects::guaranteed_update(state, &target, None, false, &|current| {
+        let mut updated = current.clone();
+        for field in fields {
+            updated[*field] = object[*field].clone();
+        }
+        Ok((updated != *current).then_some(updated))
+    })
+    .await
+    .map(|_| ())
+}
+
 /// Values taken but held by no Service, with how many passes in a row found them.
 #[derive(Debug, Default)]
 pub struct Suspects {

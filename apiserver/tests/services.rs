@@ -230,3 +230,51 @@ async fn a_restart_rebuilds_exactly_what_was_stored_and_repair_frees_leaks() {
         assert!(restarted.services.ip_taken(ip.parse().unwrap()));
     }
 }
+
+#[tokio::test]
+async fn the_kubernetes_service_leads_to_the_api_itself() {
+    let api = common::start().await;
+    services::ensure_kubernetes_service(&api.state, 6443)
+        .await
+        .unwrap();
+    let service = api.get(&format!("{SERVICES}/kubernetes")).await.body;
+    assert_eq!(service["spec"]["clusterIP"], "10.3.240.1");
+    assert_eq!(service["spec"]["ports"][0]["port"], 443);
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], 6443);
+
+    // On loopback there is no address a pod could reach: no endpoints.
+    services::ensure_kubernetes_endpoints(&api.state, "127.0.0.1:6443".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        api.get("/api/v1/namespaces/default/endpoints/kubernetes")
+            .await
+            .code,
+        404
+    );
+
+    for address in ["10.100.0.2", "10.100.0.9"] {
+        let listen = format!("{address}:6443").parse().unwrap();
+        services::ensure_kubernetes_endpoints(&api.state, listen)
+            .await
+            .unwrap();
+        let endpoints = api
+            .get("/api/v1/namespaces/default/endpoints/kubernetes")
+            .await
+            .body;
+        assert_eq!(
+            endpoints["subsets"][0]["addresses"],
+            json!([{"ip": address}])
+        );
+        assert_eq!(endpoints["subsets"][0]["ports"][0]["port"], 6443);
+        let slice = api
+            .get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes")
+            .await
+            .body;
+        assert_eq!(slice["endpoints"][0]["addresses"], json!([address]));
+        assert_eq!(
+            slice["metadata"]["labels"]["kubernetes.io/service-name"],
+            "kubernetes"
+        );
+    }
+}
