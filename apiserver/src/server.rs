@@ -97,6 +97,16 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    serve_with(config, shutdown, |_| {}).await
+}
+
+/// [`serve`], calling `ready` with the API's router once it is about to
+/// serve: in-process clients (the controllers) use it as their transport.
+pub async fn serve_with(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(axum::Router),
+) -> Result<(), ServerError> {
     let data_dir = &config.data_dir;
     let dir_error = |source| ServerError::DataDir {
         path: data_dir.clone(),
@@ -123,6 +133,8 @@ pub async fn serve(
     let url = client_url(addr);
     std::fs::write(kubeconfig_path(data_dir), admin_kubeconfig(&url)).map_err(dir_error)?;
     tracing::info!(%url, data_dir = %data_dir.display(), "knit API server ready");
+    let app = router(state);
+    ready(app.clone());
 
     // Watch events and responses are small writes: without TCP_NODELAY,
     // Nagle's algorithm holds them until the peer's delayed ACK (~40 ms).
@@ -131,7 +143,7 @@ pub async fn serve(
             tracing::warn!(error = %err, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router(state))
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down");

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use knit_apiserver::ApiConfig;
-use knit_apiserver::server::{ServerConfig, serve};
+use knit_apiserver::server::{ServerConfig, serve_with};
 use knit_apiserver::store::sqlite::History;
 
 /// The API server allocates and frees a JSON tree per request on every
@@ -47,6 +47,9 @@ enum Command {
     Delete(kubectl::DeleteArgs),
     /// Print a pod's container logs.
     Logs(kubectl::LogsArgs),
+    /// Run the controllers against an API server (`knit server` runs them
+    /// in-process unless started with `--no-controllers`).
+    Controllers(ControllersArgs),
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +76,32 @@ struct ServerArgs {
     /// The range NodePorts come from.
     #[arg(long, default_value = "30000-32767", value_name = "FIRST-LAST")]
     service_node_port_range: knit_ipam::PortRange,
+    /// Do not run the controllers in-process (run `knit controllers`
+    /// elsewhere instead).
+    #[arg(long)]
+    no_controllers: bool,
+}
+
+#[derive(Debug, Args)]
+struct ControllersArgs {
+    /// The kubeconfig of the API server to reconcile.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+}
+
+/// Runs the controllers against the server `args` names until SIGINT/SIGTERM.
+async fn controllers(args: &ControllersArgs) -> anyhow::Result<()> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)
+        .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .with_context(|| format!("using {}", args.kubeconfig.display()))?;
+    let client = kube::Client::try_from(config).context("building the API client")?;
+    tokio::select! {
+        () = knit_controllers::run(client) => {}
+        () = termination() => {}
+    }
+    Ok(())
 }
 
 impl ServerArgs {
@@ -110,7 +139,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     // The server logs its work; the client verbs speak only when asked.
     let default_filter = match cli.command {
-        Command::Server(_) => "info",
+        Command::Server(_) | Command::Controllers(_) => "info",
         // kube's connector logs refused connections at ERROR; the verbs
         // report those themselves, naming the server.
         _ => "warn,kube_client=off",
@@ -125,10 +154,19 @@ async fn main() -> anyhow::Result<ExitCode> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
-        Command::Server(args) => serve(args.config(), termination())
+        Command::Server(args) => {
+            let in_process = !args.no_controllers;
+            serve_with(args.config(), termination(), move |router| {
+                if in_process {
+                    let client = kube::Client::new(router, "default");
+                    tokio::spawn(knit_controllers::run(client));
+                }
+            })
             .await
             .with_context(|| format!("knit server (data dir {})", args.data_dir.display()))
-            .map(|()| ExitCode::SUCCESS),
+            .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Controllers(args) => controllers(&args).await.map(|()| ExitCode::SUCCESS),
         Command::Get(args) => Ok(kubectl::exit_code(kubectl::get::run(&args).await)),
         Command::Describe(args) => Ok(kubectl::exit_code(kubectl::describe::run(&args).await)),
         Command::Apply(args) => Ok(kubectl::exit_code(kubectl::apply::apply(&args).await)),

@@ -133,8 +133,10 @@ def session(kind, make, create, read, list_, patch, delete):
     # A watch resumed from the first create sees, in order, what came after it.
     events = []
     stream = watch.Watch()
+    # Only this session's objects: the controllers write Endpoints of
+    # their own for the Services of the svc session.
     for event in stream.stream(
-        list_, NS, resource_version=start_rv, timeout_seconds=5
+        list_, NS, label_selector="app=py", resource_version=start_rv, timeout_seconds=5
     ):
         events.append((event["type"], event["object"].metadata.name))
         if event["type"] == "DELETED":
@@ -154,10 +156,12 @@ def session(kind, make, create, read, list_, patch, delete):
     def later():
         patch(f"{kind}-a", NS, {"metadata": {"labels": {"live": "yes"}}})
 
-    rv = list_(NS).metadata.resource_version
+    rv = list_(NS, label_selector="app=py").metadata.resource_version
     timer = threading.Timer(0.3, later)
     timer.start()
-    for event in live.stream(list_, NS, resource_version=rv, timeout_seconds=5):
+    for event in live.stream(
+        list_, NS, label_selector="app=py", resource_version=rv, timeout_seconds=5
+    ):
         seen.append(event["type"])
         if event["object"].metadata.labels.get("live") == "yes":
             live.stop()

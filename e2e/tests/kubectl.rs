@@ -322,18 +322,31 @@ async fn describe_pods_services_deployments_and_nodes_with_events() {
         &pod("web-a", "{app: service_test_pod}"),
     )
     .await;
-    // What the controllers and agents will write, written by hand here.
-    k.ok_stdin(
-        &["apply", "-f", "-"],
-        "apiVersion: v1\nkind: Endpoints\nmetadata:\n  name: service-test\nsubsets:\n- addresses:\n  - ip: 10.0.1.2\n  - ip: 10.0.2.2\n  ports:\n  - port: 8080\n",
-    )
-    .await;
-    // kubectl describe reads a service's endpoints from its EndpointSlices.
-    k.ok_stdin(
-        &["apply", "-f", "-"],
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: service-test-abcde\n  labels: {kubernetes.io/service-name: service-test}\naddressType: IPv4\nendpoints:\n- addresses: [10.0.1.2]\n  conditions: {ready: true}\n- addresses: [10.0.2.2]\n  conditions: {ready: true}\nports:\n- name: \"\"\n  port: 8080\n  protocol: TCP\n",
-    )
-    .await;
+    // Two serving pods as node agents will report them (address and
+    // readiness written to their status by hand here); the endpoints
+    // controller in `knit server` turns them into the Service's endpoints.
+    for (name, ip) in [
+        ("service-test-a", "10.0.1.2"),
+        ("service-test-b", "10.0.2.2"),
+    ] {
+        let manifest = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: service_test_pod}}\nspec:\n  nodeName: node-1\n  containers:\n  - name: simple-http\n    image: python:2.7\n    ports:\n    - {{name: http, containerPort: 8080}}\n"
+        );
+        k.ok_stdin(&["apply", "-f", "-"], &manifest).await;
+        let status = format!(
+            r#"{{"status":{{"phase":"Running","podIP":"{ip}","conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
+        );
+        k.ok(&[
+            "patch",
+            "pod",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status,
+        ])
+        .await;
+    }
     k.ok_stdin(
         &["apply", "-f", "-"],
         "apiVersion: v1\nkind: Node\nmetadata:\n  name: node-1\n  labels: {kubernetes.io/hostname: node-1}\nspec:\n  podCIDR: 10.0.1.0/24\n",
@@ -365,7 +378,15 @@ async fn describe_pods_services_deployments_and_nodes_with_events() {
             "{want:?} missing from describe pod:\n{out}"
         );
     }
-    let out = k.ok(&["describe", "service", "service-test"]).await;
+    // The controller catches up within moments.
+    let mut out = String::new();
+    for _ in 0..100 {
+        out = k.ok(&["describe", "service", "service-test"]).await;
+        if out.contains("10.0.1.2:8080,10.0.2.2:8080") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let endpoints = out
         .lines()
         .find(|l| l.starts_with("Endpoints:"))
