@@ -206,10 +206,9 @@ impl ServiceAllocator {
         self.lock().ports.is_allocated(NodePort(port))
     }
 
-    /// Admission of a Service write: carries allocated values over from
-    /// `old` where the client left them out, drops the ones the new type
-    /// does not use, and takes what `service` needs. Kinds other than
-    /// Service pass through.
+    /// Admission of a Service write (after [`prepare_update`] and
+    /// validation): takes what `service` needs beyond what `old` held.
+    /// Kinds other than Service pass through.
     pub fn admit(
         &self,
         resource: &Resource,
@@ -441,38 +440,25 @@ fn take_node_ports(
     reservation: &mut Reservation<'_>,
     causes: &mut Vec<Cause>,
 ) -> Result<()> {
+    let Some(ports) = spec["ports"].as_array_mut() else {
+        return Ok(());
+    };
     // Ports asked for by number first, so a dynamic pick never takes a
     // port another entry of the same Service names.
-    let ports = spec["ports"]
-        .as_array_mut()
-        .map(std::mem::take)
-        .unwrap_or_default();
-    let mut ports = ports;
-    let order: Vec<usize> = {
-        let mut order: Vec<usize> = (0..ports.len()).collect();
-        order.sort_by_key(|i| port_number(&ports[*i]["nodePort"]).is_none());
-        order
-    };
-    let mut seen = HashSet::new();
+    let mut order: Vec<usize> = (0..ports.len()).collect();
+    order.sort_by_key(|i| port_number(&ports[*i]["nodePort"]).is_none());
     for i in order {
         let requested = port_number(&ports[i]["nodePort"]);
         match take_port(inner, held, requested, reservation) {
-            Ok(port) => {
-                seen.insert(port);
-                ports[i]["nodePort"] = json!(port);
-            }
+            Ok(port) => ports[i]["nodePort"] = json!(port),
             Err(PortError::Invalid(detail)) => causes.push(Cause::invalid(
                 format!("spec.ports[{i}].nodePort"),
                 &json!(requested),
                 detail,
             )),
-            Err(PortError::Full) => {
-                spec["ports"] = Value::Array(ports);
-                return Err(port_range_full());
-            }
+            Err(PortError::Full) => return Err(port_range_full()),
         }
     }
-    spec["ports"] = Value::Array(ports);
     Ok(())
 }
 
