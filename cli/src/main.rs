@@ -76,6 +76,12 @@ struct ServerArgs {
     /// The range NodePorts come from.
     #[arg(long, default_value = "30000-32767", value_name = "FIRST-LAST")]
     service_node_port_range: knit_ipam::PortRange,
+    /// The range node pod CIDRs are sliced from.
+    #[arg(long, default_value = knit_ipam::DEFAULT_CLUSTER_CIDR, value_name = "CIDR")]
+    cluster_cidr: knit_ipam::Cidr,
+    /// The prefix length of each node's pod CIDR slice.
+    #[arg(long, default_value_t = knit_ipam::DEFAULT_NODE_MASK, value_name = "BITS")]
+    node_cidr_mask_size: u8,
     /// Do not run the controllers in-process (run `knit controllers`
     /// elsewhere instead).
     #[arg(long)]
@@ -87,6 +93,32 @@ struct ControllersArgs {
     /// The kubeconfig of the API server to reconcile.
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: PathBuf,
+    /// The range node pod CIDRs are sliced from.
+    #[arg(long, default_value = knit_ipam::DEFAULT_CLUSTER_CIDR, value_name = "CIDR")]
+    cluster_cidr: knit_ipam::Cidr,
+    /// The prefix length of each node's pod CIDR slice.
+    #[arg(long, default_value_t = knit_ipam::DEFAULT_NODE_MASK, value_name = "BITS")]
+    node_cidr_mask_size: u8,
+    /// The ClusterIP range, which no node slice may overlap.
+    #[arg(long, default_value = knit_ipam::DEFAULT_SERVICE_CIDR, value_name = "CIDR")]
+    service_cidr: knit_ipam::Cidr,
+}
+
+/// The controllers' configuration from the flags, refused early when the
+/// cluster CIDR cannot be split by the mask.
+fn controllers_config(
+    cluster_cidr: knit_ipam::Cidr,
+    node_mask: u8,
+    service_cidr: knit_ipam::Cidr,
+) -> anyhow::Result<knit_controllers::ControllersConfig> {
+    let config = knit_controllers::ControllersConfig {
+        cluster_cidr,
+        node_mask,
+        service_cidr,
+    };
+    knit_ipam::NodeCidrAllocator::new(config.node_cidrs())
+        .context("--cluster-cidr / --node-cidr-mask-size")?;
+    Ok(config)
 }
 
 /// Runs the controllers against the server `args` names until SIGINT/SIGTERM.
@@ -97,8 +129,13 @@ async fn controllers(args: &ControllersArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("using {}", args.kubeconfig.display()))?;
     let client = kube::Client::try_from(config).context("building the API client")?;
+    let config = controllers_config(
+        args.cluster_cidr,
+        args.node_cidr_mask_size,
+        args.service_cidr,
+    )?;
     tokio::select! {
-        () = knit_controllers::run(client) => {}
+        () = knit_controllers::run(client, config) => {}
         () = termination() => {}
     }
     Ok(())
@@ -156,10 +193,15 @@ async fn main() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Server(args) => {
             let in_process = !args.no_controllers;
+            let config = controllers_config(
+                args.cluster_cidr,
+                args.node_cidr_mask_size,
+                args.service_cidr,
+            )?;
             serve_with(args.config(), termination(), move |router| {
                 if in_process {
                     let client = kube::Client::new(router, "default");
-                    tokio::spawn(knit_controllers::run(client));
+                    tokio::spawn(knit_controllers::run(client, config));
                 }
             })
             .await

@@ -8,13 +8,61 @@
 //!
 //! - [`endpoints`]: Endpoints and EndpointSlices for every Service with a
 //!   selector, from the pods it selects and their readiness.
+//! - [`node_ipam`]: a `spec.podCIDR` slice of the cluster CIDR for every
+//!   Node.
+//! - [`scheduler`]: a node for every pod without one, through `binding`.
 
 pub mod endpoints;
+pub mod events;
+pub mod node_ipam;
 mod queue;
+pub mod scheduler;
 
+use knit_ipam::{Cidr, NodeCidrConfig};
 use kube::Client;
 
-/// Runs every controller until the future is dropped.
-pub async fn run(client: Client) {
-    endpoints::run(client).await;
+/// What the controllers are configured with (`knit server` and `knit
+/// controllers` flags). [`Default`] is the article's: cluster CIDR
+/// `10.0.0.0/14` in `/24` node slices, service CIDR `10.3.240.0/20`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControllersConfig {
+    /// The range node pod CIDRs are sliced from.
+    pub cluster_cidr: Cidr,
+    /// The prefix length of each node's slice.
+    pub node_mask: u8,
+    /// The ClusterIP range; no node slice overlaps it.
+    pub service_cidr: Cidr,
+}
+
+impl Default for ControllersConfig {
+    fn default() -> Self {
+        let node = NodeCidrConfig::default();
+        Self {
+            cluster_cidr: node.cluster,
+            node_mask: node.node_mask,
+            service_cidr: knit_ipam::DEFAULT_SERVICE_CIDR
+                .parse()
+                .expect("valid default"),
+        }
+    }
+}
+
+impl ControllersConfig {
+    /// How node IPAM splits the cluster CIDR.
+    pub fn node_cidrs(&self) -> NodeCidrConfig {
+        NodeCidrConfig {
+            cluster: self.cluster_cidr,
+            node_mask: self.node_mask,
+            service: Some(self.service_cidr),
+        }
+    }
+}
+
+/// Runs every controller concurrently until the future is dropped.
+pub async fn run(client: Client, config: ControllersConfig) {
+    tokio::join!(
+        endpoints::run(client.clone()),
+        node_ipam::run(client.clone(), config),
+        scheduler::run(client),
+    );
 }

@@ -146,6 +146,15 @@ async fn endpoints_follow_pods_and_readiness_and_leave_with_the_service() {
     })
     .await;
     let selector = ListParams::default().labels("kubernetes.io/service-name=service-test");
+    // The slices are written after the Endpoints: wait for them to say so too.
+    eventually("b's slice endpoint is not ready", || async {
+        let listed = slices.list(&selector).await.unwrap().items;
+        listed.iter().flat_map(|s| &s.endpoints).any(|e| {
+            e.addresses == ["10.0.2.2"]
+                && e.conditions.as_ref().and_then(|c| c.ready) == Some(false)
+        })
+    })
+    .await;
     let listed = slices.list(&selector).await.unwrap().items;
     assert_eq!(listed.len(), 1);
     let b = listed[0]
