@@ -82,6 +82,10 @@ struct ServerArgs {
     /// The prefix length of each node's pod CIDR slice.
     #[arg(long, default_value_t = knit_ipam::DEFAULT_NODE_MASK, value_name = "BITS")]
     node_cidr_mask_size: u8,
+    /// How long a node's Lease may go unrenewed before its status is
+    /// unknown and its pods not ready.
+    #[arg(long, default_value_t = 15, value_name = "SECONDS")]
+    node_monitor_grace_period: u64,
     /// Do not run the controllers in-process (run `knit controllers`
     /// elsewhere instead).
     #[arg(long)]
@@ -102,6 +106,10 @@ struct ControllersArgs {
     /// The ClusterIP range, which no node slice may overlap.
     #[arg(long, default_value = knit_ipam::DEFAULT_SERVICE_CIDR, value_name = "CIDR")]
     service_cidr: knit_ipam::Cidr,
+    /// How long a node's Lease may go unrenewed before its status is
+    /// unknown and its pods not ready.
+    #[arg(long, default_value_t = 15, value_name = "SECONDS")]
+    node_monitor_grace_period: u64,
 }
 
 /// The controllers' configuration from the flags, refused early when the
@@ -110,11 +118,17 @@ fn controllers_config(
     cluster_cidr: knit_ipam::Cidr,
     node_mask: u8,
     service_cidr: knit_ipam::Cidr,
+    node_monitor_grace_seconds: u64,
 ) -> anyhow::Result<knit_controllers::ControllersConfig> {
+    anyhow::ensure!(
+        node_monitor_grace_seconds > 0,
+        "--node-monitor-grace-period must be at least 1 second"
+    );
     let config = knit_controllers::ControllersConfig {
         cluster_cidr,
         node_mask,
         service_cidr,
+        node_monitor_grace: Duration::from_secs(node_monitor_grace_seconds),
     };
     knit_ipam::NodeCidrAllocator::new(config.node_cidrs())
         .context("--cluster-cidr / --node-cidr-mask-size")?;
@@ -133,6 +147,7 @@ async fn controllers(args: &ControllersArgs) -> anyhow::Result<()> {
         args.cluster_cidr,
         args.node_cidr_mask_size,
         args.service_cidr,
+        args.node_monitor_grace_period,
     )?;
     tokio::select! {
         () = knit_controllers::run(client, config) => {}
@@ -197,6 +212,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 args.cluster_cidr,
                 args.node_cidr_mask_size,
                 args.service_cidr,
+                args.node_monitor_grace_period,
             )?;
             serve_with(args.config(), termination(), move |router| {
                 if in_process {

@@ -10,20 +10,26 @@
 //!   selector, from the pods it selects and their readiness.
 //! - [`node_ipam`]: a `spec.podCIDR` slice of the cluster CIDR for every
 //!   Node.
+//! - [`node_lifecycle`]: `Ready=Unknown` for Nodes whose Lease is stale, and
+//!   their pods not ready.
 //! - [`scheduler`]: a node for every pod without one, through `binding`.
 
 pub mod endpoints;
 pub mod events;
 pub mod node_ipam;
+pub mod node_lifecycle;
 mod queue;
 pub mod scheduler;
+
+use std::time::Duration;
 
 use knit_ipam::{Cidr, NodeCidrConfig};
 use kube::Client;
 
 /// What the controllers are configured with (`knit server` and `knit
 /// controllers` flags). [`Default`] is the article's: cluster CIDR
-/// `10.0.0.0/14` in `/24` node slices, service CIDR `10.3.240.0/20`.
+/// `10.0.0.0/14` in `/24` node slices, service CIDR `10.3.240.0/20`, and a
+/// node monitor grace period of [`DEFAULT_NODE_MONITOR_GRACE`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ControllersConfig {
     /// The range node pod CIDRs are sliced from.
@@ -32,7 +38,13 @@ pub struct ControllersConfig {
     pub node_mask: u8,
     /// The ClusterIP range; no node slice overlaps it.
     pub service_cidr: Cidr,
+    /// How long a Node's Lease may go unrenewed before its status is
+    /// unknown.
+    pub node_monitor_grace: Duration,
 }
+
+/// The default node monitor grace period.
+pub const DEFAULT_NODE_MONITOR_GRACE: Duration = Duration::from_secs(15);
 
 impl Default for ControllersConfig {
     fn default() -> Self {
@@ -43,6 +55,7 @@ impl Default for ControllersConfig {
             service_cidr: knit_ipam::DEFAULT_SERVICE_CIDR
                 .parse()
                 .expect("valid default"),
+            node_monitor_grace: DEFAULT_NODE_MONITOR_GRACE,
         }
     }
 }
@@ -63,6 +76,7 @@ pub async fn run(client: Client, config: ControllersConfig) {
     tokio::join!(
         endpoints::run(client.clone()),
         node_ipam::run(client.clone(), config),
+        node_lifecycle::run(client.clone(), config),
         scheduler::run(client),
     );
 }

@@ -1,0 +1,510 @@
+//! The node lifecycle controller (kube-controller-manager's node lifecycle
+//! controller, its health-monitoring part): a Node whose Lease in
+//! `kube-node-lease` has not been renewed within the grace period — or that
+//! has had no Lease for longer than the grace period since it was created —
+//! gets `Ready=Unknown` (`NodeStatusUnknown`) through its status
+//! subresource, a `NodeNotReady` Event, and every pod bound to it gets
+//! `Ready=False` and `ContainersReady=False` (`NodeNotReady`), so the
+//! endpoints controller moves their addresses out of Services' ready
+//! endpoints.
+//!
+//! It never marks anything healthy again: once the Lease is renewed the node
+//! agent reports its node and pods, as the kubelet does, and the controller
+//! only stops setting `Unknown`.
+//!
+//! [`decide`] is the pure core (what one Node's Lease says at a given
+//! instant), [`unknown_conditions`], [`pods_to_mark`] and
+//! [`not_ready_conditions`] what is written; [`reconcile`] applies them to
+//! one Node and [`run`] feeds a queue of Node names from reflectors of
+//! Nodes, Leases and Pods, requeueing each Node when its grace deadline
+//! passes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, NodeCondition, ObjectReference, Pod, PodCondition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::ControllersConfig;
+use crate::events::{self, Note};
+use crate::queue::{Key, Queue};
+
+/// The field manager of every write.
+pub const MANAGER: &str = "node-lifecycle-controller.knit";
+/// The namespace of the nodes' Leases.
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+/// The reason and message of a Node's `Ready=Unknown`, as Kubernetes'.
+pub const NODE_STATUS_UNKNOWN: &str = "NodeStatusUnknown";
+pub const STATUS_UNKNOWN_MESSAGE: &str = "Kubelet stopped posting node status.";
+/// The reason of pods' `Ready=False` and of the Event on the Node.
+pub const NODE_NOT_READY: &str = "NodeNotReady";
+/// The Event source component, as Kubernetes'.
+pub const COMPONENT: &str = "node-controller";
+/// How long a failed reconcile waits before it is tried again.
+const RETRY: Duration = Duration::from_secs(1);
+/// Slack after a deadline before the Node is looked at again, so the
+/// re-check falls after it.
+const SLACK: Duration = Duration::from_millis(20);
+
+/// What one Node's Lease says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The Lease was renewed within the grace period; look again at `recheck`.
+    Healthy { recheck: Timestamp },
+    /// No Lease yet, but the Node is younger than the grace period; look
+    /// again at `recheck`.
+    Wait { recheck: Timestamp },
+    /// The Lease is stale, or missing for too long: the Node's status is
+    /// unknown.
+    Unknown,
+}
+
+/// Why a reconcile failed (then retried).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("talking to the API server: {0}")]
+    Api(#[from] kube::Error),
+    #[error("encoding a patch: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+fn plus(at: Timestamp, grace: Duration) -> Timestamp {
+    SignedDuration::try_from(grace)
+        .ok()
+        .and_then(|d| at.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// When the Lease was last renewed (else acquired, else created).
+pub fn renewed(lease: &Lease) -> Option<Timestamp> {
+    let spec = lease.spec.as_ref();
+    spec.and_then(|s| s.renew_time.as_ref().map(|t| t.0))
+        .or_else(|| spec.and_then(|s| s.acquire_time.as_ref().map(|t| t.0)))
+        .or_else(|| lease.metadata.creation_timestamp.as_ref().map(|t| t.0))
+}
+
+/// What `node`, whose Lease is `lease`, needs at `now` with `grace`.
+pub fn decide(node: &Node, lease: Option<&Lease>, now: Timestamp, grace: Duration) -> Decision {
+    match lease {
+        Some(lease) => match renewed(lease) {
+            Some(at) if now <= plus(at, grace) => Decision::Healthy {
+                recheck: plus(at, grace),
+            },
+            _ => Decision::Unknown,
+        },
+        None => {
+            // A Node without a creation time is taken as just created.
+            let created = node
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(now, |t| t.0);
+            let deadline = plus(created, grace);
+            if now <= deadline {
+                Decision::Wait { recheck: deadline }
+            } else {
+                Decision::Unknown
+            }
+        }
+    }
+}
+
+/// The Node's conditions with `Ready=Unknown` (`NodeStatusUnknown`), the
+/// others kept, or `None` when it already says so.
+pub fn unknown_conditions(node: &Node, now: Timestamp) -> Option<Vec<NodeCondition>> {
+    let mut conditions = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    match conditions.iter_mut().find(|c| c.type_ == "Ready") {
+        Some(ready)
+            if ready.status == "Unknown"
+                && ready.reason.as_deref() == Some(NODE_STATUS_UNKNOWN) =>
+        {
+            None
+        }
+        Some(ready) => {
+            if ready.status != "Unknown" {
+                ready.last_transition_time = Some(Time(now));
+            }
+            ready.status = "Unknown".into();
+            ready.reason = Some(NODE_STATUS_UNKNOWN.into());
+            ready.message = Some(STATUS_UNKNOWN_MESSAGE.into());
+            Some(conditions)
+        }
+        None => {
+            conditions.push(NodeCondition {
+                type_: "Ready".into(),
+                status: "Unknown".into(),
+                reason: Some(NODE_STATUS_UNKNOWN.into()),
+                message: Some(STATUS_UNKNOWN_MESSAGE.into()),
+                last_transition_time: Some(Time(now)),
+                ..NodeCondition::default()
+            });
+            Some(conditions)
+        }
+    }
+}
+
+/// Whether `pod` says it (or its containers) is anything but not ready.
+fn says_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                (c.type_ == "Ready" || c.type_ == "ContainersReady") && c.status != "False"
+            })
+        })
+}
+
+/// The pods bound to `node` that still say they are ready.
+pub fn pods_to_mark(node: &str, pods: &[Arc<Pod>]) -> Vec<Arc<Pod>> {
+    pods.iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+        .filter(|p| says_ready(p))
+        .cloned()
+        .collect()
+}
+
+/// The pod's conditions with `Ready` and `ContainersReady` `False`
+/// (`NodeNotReady`), the others kept.
+pub fn not_ready_conditions(pod: &Pod, now: Timestamp) -> Vec<PodCondition> {
+    let mut conditions = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    for c in &mut conditions {
+        if (c.type_ == "Ready" || c.type_ == "ContainersReady") && c.status != "False" {
+            c.status = "False".into();
+            c.reason = Some(NODE_NOT_READY.into());
+            c.message = None;
+            c.last_transition_time = Some(Time(now));
+        }
+    }
+    conditions
+}
+
+/// What the reconciler shares.
+pub struct Context {
+    pub client: Client,
+    pub nodes: Store<Node>,
+    pub leases: Store<Lease>,
+    pub pods: Store<Pod>,
+    pub grace: Duration,
+}
+
+fn node_ref(node: &Node) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some(node.name_any()),
+        uid: node.uid(),
+        ..ObjectReference::default()
+    }
+}
+
+fn params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..PatchParams::default()
+    }
+}
+
+/// Looks at the Node at `key`: marks it and its pods when its Lease is
+/// stale. Returns when it should be looked at again, if ever.
+pub async fn reconcile(key: &Key, ctx: &Context) -> Result<Option<Timestamp>, Error> {
+    let name = &key.1;
+    let Some(node) = ctx.nodes.get(&ObjectRef::new(name)) else {
+        return Ok(None);
+    };
+    let lease = ctx
+        .leases
+        .get(&ObjectRef::new(name).within(LEASE_NAMESPACE));
+    let now = Timestamp::now();
+    match decide(&node, lease.as_deref(), now, ctx.grace) {
+        Decision::Healthy { recheck } | Decision::Wait { recheck } => Ok(Some(recheck)),
+        Decision::Unknown => {
+            if let Some(conditions) = unknown_conditions(&node, now) {
+                let patch = json!({
+                    "metadata": {"resourceVersion": node.resource_version()},
+                    "status": {"conditions": serde_json::to_value(conditions)?},
+                });
+                Api::<Node>::all(ctx.client.clone())
+                    .patch_status(name, &params(), &Patch::Merge(patch))
+                    .await?;
+                tracing::info!(node = %name, "node stopped renewing its lease; Ready=Unknown");
+                let note = Note {
+                    type_: "Normal",
+                    reason: NODE_NOT_READY,
+                    message: format!("Node {name} status is now: {NODE_NOT_READY}"),
+                    component: COMPONENT,
+                };
+                events::record(&ctx.client, node_ref(&node), &note).await?;
+            }
+            for pod in pods_to_mark(name, &ctx.pods.state()) {
+                let namespace = pod.namespace().unwrap_or_default();
+                let patch = json!({
+                    "metadata": {"resourceVersion": pod.resource_version()},
+                    "status": {"conditions": serde_json::to_value(not_ready_conditions(&pod, now))?},
+                });
+                Api::<Pod>::namespaced(ctx.client.clone(), &namespace)
+                    .patch_status(&pod.name_any(), &params(), &Patch::Merge(patch))
+                    .await?;
+                tracing::info!(node = %name, pod = %pod.name_any(), %namespace, "marked pod not ready");
+            }
+            Ok(None)
+        }
+    }
+}
+
+fn node_key(name: String) -> Key {
+    (String::new(), name)
+}
+
+/// Queues `key` again once `at` has passed.
+fn requeue_at(queue: &Queue, key: Key, at: Timestamp) {
+    let wait = Duration::try_from(Timestamp::now().duration_until(at)).unwrap_or(Duration::ZERO);
+    let queue = queue.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(wait + SLACK).await;
+        queue.add(key);
+    });
+}
+
+/// Reflects `api` into a store, queueing the key `key_of` gives for every
+/// touched object.
+fn reflect<K>(
+    api: Api<K>,
+    queue: Queue,
+    key_of: fn(&K) -> Option<Key>,
+) -> (Store<K>, impl std::future::Future<Output = ()>)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let feed = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .touched_objects()
+        .for_each(move |event| {
+            if let Ok(object) = event
+                && let Some(key) = key_of(&object)
+            {
+                queue.add(key);
+            }
+            futures::future::ready(())
+        });
+    (store, feed)
+}
+
+/// Runs the controller until dropped: reflects Nodes, their Leases and
+/// Pods, and reconciles each Node an event concerns, again when its grace
+/// deadline passes, and after a failure.
+pub async fn run(client: Client, config: ControllersConfig) {
+    let queue = Queue::default();
+    let (nodes, node_feed) = reflect(Api::<Node>::all(client.clone()), queue.clone(), |n| {
+        Some(node_key(n.name_any()))
+    });
+    let (leases, lease_feed) = reflect(
+        Api::<Lease>::namespaced(client.clone(), LEASE_NAMESPACE),
+        queue.clone(),
+        |l| Some(node_key(l.name_any())),
+    );
+    // A pod bound to a Node whose status is unknown is marked too.
+    let (pods, pod_feed) = reflect(Api::<Pod>::all(client.clone()), queue.clone(), |p| {
+        p.spec.as_ref()?.node_name.clone().map(node_key)
+    });
+    let work = async {
+        let _ = nodes.wait_until_ready().await;
+        let _ = leases.wait_until_ready().await;
+        let _ = pods.wait_until_ready().await;
+        let ctx = Context {
+            client,
+            nodes: nodes.clone(),
+            leases: leases.clone(),
+            pods: pods.clone(),
+            grace: config.node_monitor_grace,
+        };
+        for node in nodes.state() {
+            queue.add(node_key(node.name_any()));
+        }
+        loop {
+            let key = queue.next().await;
+            match reconcile(&key, &ctx).await {
+                Ok(Some(at)) => requeue_at(&queue, key, at),
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(node = %key.1, error = %err, "node lifecycle reconcile failed; retrying");
+                    let queue = queue.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(RETRY).await;
+                        queue.add(key);
+                    });
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = node_feed => {}
+        () = lease_feed => {}
+        () = pod_feed => {}
+        () = work => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRACE: Duration = Duration::from_secs(15);
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn node(created: &str, ready: Option<&str>) -> Node {
+        let mut node = json!({"metadata": {"name": "node-1", "creationTimestamp": created},
+            "status": {"conditions": [{"type": "MemoryPressure", "status": "False"}]}});
+        if let Some(ready) = ready {
+            node["status"]["conditions"].as_array_mut().unwrap().push(
+                json!({"type": "Ready", "status": ready, "reason": "KubeletReady",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z"}),
+            );
+        }
+        serde_json::from_value(node).unwrap()
+    }
+
+    fn lease(renewed: &str) -> Lease {
+        serde_json::from_value(json!({
+            "metadata": {"name": "node-1", "namespace": LEASE_NAMESPACE},
+            "spec": {"holderIdentity": "node-1", "renewTime": renewed},
+        }))
+        .unwrap()
+    }
+
+    fn pod(name: &str, node: &str, ready: &str) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]},
+                "status": {"conditions": [
+                    {"type": "PodScheduled", "status": "True"},
+                    {"type": "ContainersReady", "status": ready},
+                    {"type": "Ready", "status": ready},
+                ]},
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_fresh_lease_is_healthy_until_its_deadline() {
+        let n = node("2026-01-01T00:00:00Z", Some("True"));
+        let l = lease("2026-01-01T00:10:00Z");
+        assert_eq!(
+            decide(&n, Some(&l), at("2026-01-01T00:10:10Z"), GRACE),
+            Decision::Healthy {
+                recheck: at("2026-01-01T00:10:15Z")
+            }
+        );
+        assert_eq!(
+            decide(&n, Some(&l), at("2026-01-01T00:10:15Z"), GRACE),
+            Decision::Healthy {
+                recheck: at("2026-01-01T00:10:15Z")
+            }
+        );
+    }
+
+    #[test]
+    fn a_stale_lease_makes_the_node_unknown() {
+        let n = node("2026-01-01T00:00:00Z", Some("True"));
+        let l = lease("2026-01-01T00:10:00Z");
+        assert_eq!(
+            decide(&n, Some(&l), at("2026-01-01T00:10:16Z"), GRACE),
+            Decision::Unknown
+        );
+    }
+
+    #[test]
+    fn no_lease_on_a_young_node_waits_for_the_grace_period() {
+        let n = node("2026-01-01T00:00:00Z", None);
+        assert_eq!(
+            decide(&n, None, at("2026-01-01T00:00:05Z"), GRACE),
+            Decision::Wait {
+                recheck: at("2026-01-01T00:00:15Z")
+            }
+        );
+    }
+
+    #[test]
+    fn no_lease_on_an_old_node_makes_it_unknown() {
+        let n = node("2026-01-01T00:00:00Z", Some("False"));
+        assert_eq!(
+            decide(&n, None, at("2026-01-01T00:00:16Z"), GRACE),
+            Decision::Unknown
+        );
+    }
+
+    #[test]
+    fn unknown_keeps_other_conditions_and_sets_the_transition_time() {
+        let now = at("2026-01-01T01:00:00Z");
+        let n = node("2026-01-01T00:00:00Z", Some("True"));
+        let conditions = unknown_conditions(&n, now).unwrap();
+        assert_eq!(conditions.len(), 2);
+        assert_eq!(conditions[0].type_, "MemoryPressure");
+        let ready = &conditions[1];
+        assert_eq!(ready.status, "Unknown");
+        assert_eq!(ready.reason.as_deref(), Some(NODE_STATUS_UNKNOWN));
+        assert_eq!(ready.message.as_deref(), Some(STATUS_UNKNOWN_MESSAGE));
+        assert_eq!(ready.last_transition_time, Some(Time(now)));
+
+        // Already said: nothing to write.
+        let mut marked = n.clone();
+        marked.status.as_mut().unwrap().conditions = Some(conditions);
+        assert_eq!(unknown_conditions(&marked, now), None);
+
+        // No Ready condition at all: one is added.
+        let bare = node("2026-01-01T00:00:00Z", None);
+        let conditions = unknown_conditions(&bare, now).unwrap();
+        assert_eq!(conditions.len(), 2);
+        assert_eq!(conditions[1].status, "Unknown");
+    }
+
+    #[test]
+    fn only_ready_pods_on_the_node_are_marked_not_ready() {
+        let pods = vec![
+            pod("a", "node-1", "True"),
+            pod("b", "node-2", "True"),
+            pod("c", "node-1", "False"),
+        ];
+        let marked = pods_to_mark("node-1", &pods);
+        assert_eq!(
+            marked.iter().map(|p| p.name_any()).collect::<Vec<_>>(),
+            ["a"]
+        );
+        let now = at("2026-01-01T01:00:00Z");
+        let conditions = not_ready_conditions(&marked[0], now);
+        assert_eq!(conditions[0].status, "True", "PodScheduled kept");
+        for c in &conditions[1..] {
+            assert_eq!(c.status, "False");
+            assert_eq!(c.reason.as_deref(), Some(NODE_NOT_READY));
+            assert_eq!(c.last_transition_time, Some(Time(now)));
+        }
+    }
+}

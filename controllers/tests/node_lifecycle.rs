@@ -1,0 +1,271 @@
+//! The node lifecycle controller against a whole API server in-process (a
+//! temporary SQLite file), with every controller running as `knit server`
+//! runs them and a 1 s grace period: a node that stops renewing its Lease
+//! goes `Ready=Unknown`, its pods not ready and out of the Service's ready
+//! endpoints; a node whose Lease keeps being renewed stays as it is.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use knit_apiserver::store::sqlite::{History, SqliteStore};
+use knit_apiserver::{ApiConfig, AppState, namespaces, router};
+use knit_controllers::ControllersConfig;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+/// How long the controllers may take to catch up.
+const DEADLINE: Duration = Duration::from_secs(10);
+const GRACE: Duration = Duration::from_secs(1);
+
+struct Cluster {
+    client: Client,
+    _stop: tokio::sync::watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+async fn cluster() -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("knit.db"), History::default())
+        .await
+        .unwrap();
+    let (state, stop) = AppState::new(Arc::new(store), ApiConfig::default()).unwrap();
+    namespaces::bootstrap(&state).await.unwrap();
+    namespaces::spawn_tasks(&state);
+    Cluster {
+        client: Client::new(router(state), "default"),
+        _stop: stop,
+        _dir: dir,
+    }
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "not within {DEADLINE:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn ready_node(nodes: &Api<Node>, name: &str) {
+    let node = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    let status = json!({"status": {"conditions": [
+        {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory"},
+        {"type": "Ready", "status": "True", "reason": "KubeletReady"},
+    ]}});
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap();
+}
+
+async fn renew(leases: &Api<Lease>, name: &str) {
+    let now = MicroTime(jiff::Timestamp::now());
+    let lease = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": name, "namespace": "kube-node-lease"},
+        "spec": {"holderIdentity": name, "leaseDurationSeconds": 1, "renewTime": now},
+    });
+    leases
+        .patch(
+            name,
+            &PatchParams::apply("test-kubelet").force(),
+            &Patch::Apply(lease),
+        )
+        .await
+        .unwrap();
+}
+
+async fn ready_pod(pods: &Api<Pod>, name: &str, ip: &str, node: &str) {
+    let pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": "web"}},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "nginx",
+                 "ports": [{"containerPort": 80}]}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let status = json!({"status": {"phase": "Running", "podIP": ip, "conditions": [
+        {"type": "ContainersReady", "status": "True"},
+        {"type": "Ready", "status": "True"},
+    ]}});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap();
+}
+
+fn condition(node: &Node, type_: &str) -> Option<(String, Option<String>)> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+fn pod_condition(pod: &Pod, type_: &str) -> Option<(String, Option<String>)> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+fn addresses(endpoints: &Endpoints, not_ready: bool) -> Vec<String> {
+    let mut ips: Vec<String> = endpoints
+        .subsets
+        .iter()
+        .flatten()
+        .flat_map(|s| {
+            if not_ready {
+                &s.not_ready_addresses
+            } else {
+                &s.addresses
+            }
+        })
+        .flatten()
+        .map(|a| a.ip.clone())
+        .collect();
+    ips.sort();
+    ips
+}
+
+#[tokio::test]
+async fn a_node_that_stops_renewing_its_lease_goes_unknown_and_its_pods_not_ready() {
+    let cluster = cluster().await;
+    let client = cluster.client.clone();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let services: Api<Service> = Api::default_namespaced(client.clone());
+    let endpoints: Api<Endpoints> = Api::default_namespaced(client.clone());
+
+    for name in ["dying", "alive"] {
+        ready_node(&nodes, name).await;
+        renew(&leases, name).await;
+    }
+    ready_pod(&pods, "web-1", "10.0.1.2", "dying").await;
+    ready_pod(&pods, "web-2", "10.0.1.3", "dying").await;
+    ready_pod(&pods, "web-3", "10.0.2.2", "alive").await;
+    let service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 80}]},
+    }))
+    .unwrap();
+    services
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+
+    let config = ControllersConfig {
+        node_monitor_grace: GRACE,
+        ..ControllersConfig::default()
+    };
+    let _controllers = tokio::spawn(knit_controllers::run(client.clone(), config));
+
+    // "alive" keeps renewing its lease every 200 ms.
+    let renewer = {
+        let leases = leases.clone();
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                renew(&leases, "alive").await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+
+    // Until the endpoints are in place "dying" renews too (so a slow start
+    // cannot make it stale early); from then on it stops.
+    eventually("all three pods are ready endpoints", || async {
+        renew(&leases, "dying").await;
+        endpoints
+            .get_opt("web")
+            .await
+            .unwrap()
+            .is_some_and(|e| addresses(&e, false).len() == 3)
+    })
+    .await;
+
+    eventually("dying is Ready=Unknown", || async {
+        condition(&nodes.get("dying").await.unwrap(), "Ready")
+            == Some(("Unknown".into(), Some("NodeStatusUnknown".into())))
+    })
+    .await;
+    let dying = nodes.get("dying").await.unwrap();
+    assert_eq!(
+        condition(&dying, "MemoryPressure"),
+        Some(("False".into(), Some("KubeletHasSufficientMemory".into()))),
+        "other conditions kept"
+    );
+    let ready = dying
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        ready.message.as_deref(),
+        Some("Kubelet stopped posting node status.")
+    );
+    assert!(ready.last_transition_time.is_some());
+
+    for name in ["web-1", "web-2"] {
+        eventually(&format!("{name} is not ready"), || async {
+            let pod = pods.get(name).await.unwrap();
+            pod_condition(&pod, "Ready") == Some(("False".into(), Some("NodeNotReady".into())))
+                && pod_condition(&pod, "ContainersReady")
+                    == Some(("False".into(), Some("NodeNotReady".into())))
+        })
+        .await;
+    }
+    eventually(
+        "the dying node's pods are only not-ready endpoints",
+        || async {
+            let e = endpoints.get("web").await.unwrap();
+            addresses(&e, false) == ["10.0.2.2"] && addresses(&e, true) == ["10.0.1.2", "10.0.1.3"]
+        },
+    )
+    .await;
+
+    let events: Api<Event> = Api::default_namespaced(client.clone());
+    eventually("a NodeNotReady event on dying", || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("NodeNotReady")
+                    && e.involved_object.name.as_deref() == Some("dying")
+            })
+    })
+    .await;
+
+    // Well past the grace period, the renewed node and its pod are untouched.
+    tokio::time::sleep(GRACE * 2).await;
+    assert_eq!(
+        condition(&nodes.get("alive").await.unwrap(), "Ready"),
+        Some(("True".into(), Some("KubeletReady".into())))
+    );
+    assert_eq!(
+        pod_condition(&pods.get("web-3").await.unwrap(), "Ready"),
+        Some(("True".into(), None))
+    );
+    renewer.abort();
+}
