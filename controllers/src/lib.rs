@@ -6,19 +6,27 @@
 //! to the API server only through the Kubernetes API, whether in-process
 //! (`knit server`) or over the network (`knit controllers --kubeconfig`).
 //!
+//! - [`deployment`]: a ReplicaSet per Deployment template, rolled to by
+//!   its strategy, and the Deployment's status.
 //! - [`endpoints`]: Endpoints and EndpointSlices for every Service with a
 //!   selector, from the pods it selects and their readiness.
 //! - [`node_ipam`]: a `spec.podCIDR` slice of the cluster CIDR for every
 //!   Node.
 //! - [`node_lifecycle`]: `Ready=Unknown` for Nodes whose Lease is stale, and
 //!   their pods not ready.
+//! - [`replicaset`]: `spec.replicas` pods for every ReplicaSet, from its
+//!   template.
+//! - [`gc`]: the garbage collector, deleting objects whose owners are gone.
 //! - [`scheduler`]: a node for every pod without one, through `binding`.
 
+pub mod deployment;
 pub mod endpoints;
 pub mod events;
+pub mod gc;
 pub mod node_ipam;
 pub mod node_lifecycle;
 mod queue;
+pub mod replicaset;
 pub mod scheduler;
 
 use std::time::Duration;
@@ -74,7 +82,10 @@ impl ControllersConfig {
 /// Runs every controller concurrently until the future is dropped.
 pub async fn run(client: Client, config: ControllersConfig) {
     tokio::join!(
+        deployment::run(client.clone()),
         endpoints::run(client.clone()),
+        gc::run(client.clone()),
+        replicaset::run(client.clone()),
         node_ipam::run(client.clone(), config),
         node_lifecycle::run(client.clone(), config),
         scheduler::run(client),

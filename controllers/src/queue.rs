@@ -31,6 +31,14 @@ impl Queue {
         }
     }
 
+    /// The next key, if one waits.
+    pub fn try_next(&self) -> Option<Key> {
+        let mut waiting = self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let key = waiting.0.pop_front()?;
+        waiting.1.remove(&key);
+        Some(key)
+    }
+
     /// The next key, waiting for one.
     pub async fn next(&self) -> Key {
         loop {

@@ -1,0 +1,662 @@
+//! The ReplicaSet controller: keeps `spec.replicas` (default 1) live pods
+//! matching `spec.selector` owned by every ReplicaSet, as
+//! kube-controller-manager's replicaset controller does.
+//!
+//! [`plan`] is the pure core: which matching orphans to adopt, how many pods
+//! to create from `spec.template` (named `<rs>-` plus the five characters
+//! the API server appends to `generateName`), and which surplus pods to
+//! delete (unscheduled first, then not ready, then the newest). Pods being
+//! deleted or finished (Succeeded/Failed) do not count. [`status`] computes
+//! the status written through the status subresource.
+//!
+//! [`run`] reflects ReplicaSets and Pods; a pod event queues its owner (or,
+//! for an orphan, every ReplicaSet of its namespace that selects it).
+//! Creations and deletions not yet seen in the pod cache are remembered
+//! ("expectations", as client-go's), so a stale cache never makes the
+//! controller create or delete twice.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+use crate::queue::{Key, Queue};
+
+/// The field manager of every write.
+pub const MANAGER: &str = "replicaset-controller.knit";
+
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..PatchParams::default()
+    }
+}
+
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..PostParams::default()
+    }
+}
+
+/// How long a failed reconcile waits before it is tried again.
+const RETRY: Duration = Duration::from_secs(1);
+/// How long creations/deletions may go unseen in the cache before the
+/// controller stops waiting for them.
+const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often every ReplicaSet is looked at again.
+const RESYNC: Duration = Duration::from_secs(30);
+
+/// Whether `selector` picks an object with `labels`: every matchLabels
+/// pair and every matchExpression holds. An empty selector picks nothing
+/// (a ReplicaSet must have one).
+pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let pairs = selector.match_labels.iter().flatten();
+    let expressions = selector.match_expressions.iter().flatten();
+    if pairs.clone().next().is_none() && expressions.clone().next().is_none() {
+        return false;
+    }
+    pairs.into_iter().all(|(k, v)| labels.get(k) == Some(v))
+        && expressions.into_iter().all(|e| {
+            let values = e.values.as_deref().unwrap_or(&[]);
+            let value = labels.get(&e.key);
+            match e.operator.as_str() {
+                "In" => value.is_some_and(|v| values.contains(v)),
+                "NotIn" => value.is_none_or(|v| !values.contains(v)),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                _ => false,
+            }
+        })
+}
+
+/// Whether the pod counts toward a ReplicaSet: not being deleted, not
+/// finished.
+pub fn active(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && !matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
+}
+
+/// Whether the pod's `Ready` condition is `True`.
+pub fn ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+fn scheduled(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty())
+}
+
+/// The controller owner reference of an object, if any.
+pub fn controller_ref(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+}
+
+/// The replicas a ReplicaSet asks for (default 1).
+pub fn wanted(rs: &ReplicaSet) -> usize {
+    let replicas = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    usize::try_from(replicas).unwrap_or(0)
+}
+
+/// What the controller should do for one ReplicaSet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Orphan pods to take ownership of.
+    pub adopt: Vec<String>,
+    /// Pods to create.
+    pub create: usize,
+    /// Pods to delete, in order.
+    pub delete: Vec<String>,
+}
+
+/// The live pods a ReplicaSet owns, or would adopt, among `pods`.
+fn mine<'a>(rs: &ReplicaSet, pods: &'a [Arc<Pod>]) -> (Vec<&'a Pod>, Vec<&'a Pod>) {
+    let uid = rs.metadata.uid.as_deref();
+    let namespace = rs.namespace();
+    let selector = rs.spec.as_ref().map(|s| &s.selector);
+    let mut owned = Vec::new();
+    let mut orphans = Vec::new();
+    for pod in pods {
+        if pod.namespace() != namespace || !active(pod) {
+            continue;
+        }
+        match controller_ref(&pod.metadata) {
+            Some(owner) if Some(owner.uid.as_str()) == uid => owned.push(&**pod),
+            Some(_) => {}
+            None => {
+                if selector.is_some_and(|s| selects(s, pod.labels())) {
+                    orphans.push(&**pod);
+                }
+            }
+        }
+    }
+    (owned, orphans)
+}
+
+/// Surplus order: unscheduled first, then not ready, then the newest, then
+/// by name.
+fn delete_order(a: &Pod, b: &Pod) -> std::cmp::Ordering {
+    let rank = |p: &Pod| (scheduled(p), ready(p));
+    rank(a)
+        .cmp(&rank(b))
+        .then_with(|| {
+            let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            created(b).cmp(&created(a))
+        })
+        .then_with(|| a.name_any().cmp(&b.name_any()))
+}
+
+/// What to do so that `rs` has [`wanted`] live pods, given the cached pods.
+pub fn plan(rs: &ReplicaSet, pods: &[Arc<Pod>]) -> Plan {
+    let (owned, orphans) = mine(rs, pods);
+    let adopting = rs.metadata.deletion_timestamp.is_none();
+    let mut counted: Vec<&Pod> = owned;
+    let mut adopt = Vec::new();
+    if adopting {
+        for orphan in orphans {
+            adopt.push(orphan.name_any());
+            counted.push(orphan);
+        }
+    }
+    let want = wanted(rs);
+    let mut plan = Plan {
+        adopt,
+        ..Plan::default()
+    };
+    if counted.len() < want {
+        plan.create = want - counted.len();
+    } else if counted.len() > want {
+        counted.sort_by(|a, b| delete_order(a, b));
+        plan.delete = counted[..counted.len() - want]
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+    }
+    plan
+}
+
+/// The status of `rs` given the cached pods (those it owns).
+pub fn status(rs: &ReplicaSet, pods: &[Arc<Pod>]) -> ReplicaSetStatus {
+    let (owned, _) = mine(rs, pods);
+    let template_labels = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.as_ref())
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let count = |f: &dyn Fn(&Pod) -> bool| {
+        i32::try_from(owned.iter().filter(|p| f(p)).count()).unwrap_or(i32::MAX)
+    };
+    let ready_count = count(&|p| ready(p));
+    ReplicaSetStatus {
+        replicas: count(&|_| true),
+        ready_replicas: Some(ready_count),
+        available_replicas: Some(ready_count),
+        fully_labeled_replicas: Some(count(&|p| {
+            let labels = p.labels();
+            template_labels
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v))
+        })),
+        observed_generation: rs.metadata.generation,
+        conditions: None,
+        terminating_replicas: None,
+    }
+}
+
+/// The owner reference a ReplicaSet's pods carry.
+pub fn owner_ref(rs: &ReplicaSet) -> OwnerReference {
+    OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "ReplicaSet".into(),
+        name: rs.name_any(),
+        uid: rs.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// A new pod for `rs`, from its template.
+pub fn new_pod(rs: &ReplicaSet) -> Pod {
+    let template = rs.spec.as_ref().and_then(|s| s.template.clone());
+    let template_meta = template
+        .as_ref()
+        .and_then(|t| t.metadata.clone())
+        .unwrap_or_default();
+    Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}-", rs.name_any())),
+            namespace: rs.namespace(),
+            labels: template_meta.labels,
+            annotations: template_meta.annotations,
+            owner_references: Some(vec![owner_ref(rs)]),
+            ..ObjectMeta::default()
+        },
+        spec: template.and_then(|t| t.spec),
+        status: None,
+    }
+}
+
+/// Why a reconcile failed; it is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("talking to the API server: {0}")]
+    Api(#[from] kube::Error),
+}
+
+/// Creations and deletions a ReplicaSet made that the cache has not shown
+/// yet.
+#[derive(Debug, Default)]
+pub struct Expectations {
+    /// Pod names created.
+    created: HashSet<String>,
+    deleted: HashSet<String>,
+    since: Option<Instant>,
+}
+
+/// What the controller shares.
+pub struct Context {
+    pub client: Client,
+    pub replicasets: Store<ReplicaSet>,
+    pub pods: Store<Pod>,
+    pub expectations: Mutex<HashMap<Key, Expectations>>,
+}
+
+impl Context {
+    /// Whether the cache shows everything `key` did last time (or it has
+    /// waited long enough).
+    fn satisfied(&self, key: &Key) -> bool {
+        let mut all = self.expectations.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(expect) = all.get(key) else {
+            return true;
+        };
+        let namespace = &key.0;
+        let seen = |name: &String| self.pods.get(&ObjectRef::new(name).within(namespace));
+        let done = expect.created.iter().all(|n| seen(n).is_some())
+            && expect
+                .deleted
+                .iter()
+                .all(|n| seen(n).is_none_or(|p| p.metadata.deletion_timestamp.is_some()));
+        let expired = expect
+            .since
+            .is_none_or(|s| s.elapsed() > EXPECTATION_TIMEOUT);
+        if done || expired {
+            all.remove(key);
+            return true;
+        }
+        false
+    }
+}
+
+/// Makes the pods of the ReplicaSet at `key` match [`plan`] and writes its
+/// status.
+pub async fn reconcile(key: &Key, ctx: &Context) -> Result<(), Error> {
+    let (namespace, name) = key;
+    let Some(rs) = ctx.replicasets.get(&ObjectRef::new(name).within(namespace)) else {
+        ctx.expectations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        return Ok(());
+    };
+    if !ctx.satisfied(key) {
+        return Ok(());
+    }
+    let pods = ctx.pods.state();
+    let plan = plan(&rs, &pods);
+    let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut view = pods;
+    for orphan in &plan.adopt {
+        let Some(pod) = ctx.pods.get(&ObjectRef::new(orphan).within(namespace)) else {
+            continue;
+        };
+        let mut owners = pod.metadata.owner_references.clone().unwrap_or_default();
+        owners.push(owner_ref(&rs));
+        let patch = json!({"metadata": {
+            "ownerReferences": owners,
+            "resourceVersion": pod.resource_version(),
+        }});
+        match pod_api
+            .patch(orphan, &patch_params(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(adopted) => {
+                view.retain(|p| p.name_any() != *orphan || p.namespace() != rs.namespace());
+                view.push(Arc::new(adopted));
+            }
+            // Changed or gone meanwhile: the next event decides again.
+            Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    if plan.create > 0 || !plan.delete.is_empty() {
+        let mut all = ctx.expectations.lock().unwrap_or_else(|e| e.into_inner());
+        let expect = all.entry(key.clone()).or_default();
+        expect.created.clear();
+        expect.deleted = plan.delete.iter().cloned().collect();
+        expect.since = Some(Instant::now());
+    }
+    for _ in 0..plan.create {
+        let created = pod_api.create(&post_params(), &new_pod(&rs)).await?;
+        tracing::info!(replicaset = %format!("{namespace}/{name}"), pod = %created.name_any(), "created pod");
+        let mut all = ctx.expectations.lock().unwrap_or_else(|e| e.into_inner());
+        let expect = all.entry(key.clone()).or_default();
+        expect.created.insert(created.name_any());
+    }
+    for victim in &plan.delete {
+        match pod_api.delete(victim, &DeleteParams::default()).await {
+            Ok(_) => {
+                tracing::info!(replicaset = %format!("{namespace}/{name}"), pod = %victim, "deleted pod");
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    let want = status(&rs, &view);
+    if rs.status.as_ref() != Some(&want) {
+        let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), namespace);
+        match rs_api
+            .patch_status(
+                name,
+                &patch_params(),
+                &Patch::Merge(json!({"status": want})),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(())
+}
+
+fn key_of<K: ResourceExt>(object: &K) -> Key {
+    (object.namespace().unwrap_or_default(), object.name_any())
+}
+
+/// Runs the controller until dropped.
+pub async fn run(client: Client) {
+    let queue = Queue::default();
+    let (replicasets, rs_writer) = reflector::store::<ReplicaSet>();
+    let (pods, pod_writer) = reflector::store::<Pod>();
+    let rs_events = reflector::reflector(
+        rs_writer,
+        watcher(
+            Api::<ReplicaSet>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    let pod_events = reflector::reflector(
+        pod_writer,
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    let rs_queue = queue.clone();
+    let feed_rs = rs_events.for_each(move |event| {
+        if let Ok(rs) = event {
+            rs_queue.add(key_of(&rs));
+        }
+        futures::future::ready(())
+    });
+    let pod_queue = queue.clone();
+    let rs_cache = replicasets.clone();
+    let feed_pods = pod_events.for_each(move |event| {
+        if let Ok(pod) = event {
+            let namespace = pod.namespace().unwrap_or_default();
+            match controller_ref(&pod.metadata) {
+                Some(owner) if owner.kind == "ReplicaSet" => {
+                    pod_queue.add((namespace, owner.name.clone()));
+                }
+                Some(_) => {}
+                None => {
+                    for rs in rs_cache.state() {
+                        if rs.namespace().as_deref() == Some(namespace.as_str())
+                            && rs
+                                .spec
+                                .as_ref()
+                                .is_some_and(|s| selects(&s.selector, pod.labels()))
+                        {
+                            pod_queue.add(key_of(&*rs));
+                        }
+                    }
+                }
+            }
+        }
+        futures::future::ready(())
+    });
+
+    let ctx = Context {
+        client,
+        replicasets: replicasets.clone(),
+        pods: pods.clone(),
+        expectations: Mutex::default(),
+    };
+    let all = {
+        let replicasets = replicasets.clone();
+        let queue = queue.clone();
+        move || {
+            for rs in replicasets.state() {
+                queue.add(key_of(&*rs));
+            }
+        }
+    };
+    let work = async {
+        let _ = replicasets.wait_until_ready().await;
+        let _ = pods.wait_until_ready().await;
+        let mut resync = tokio::time::interval(RESYNC);
+        loop {
+            let key = tokio::select! {
+                key = queue.next() => key,
+                _ = resync.tick() => { all(); continue; }
+            };
+            if let Err(err) = reconcile(&key, &ctx).await {
+                tracing::warn!(replicaset = %format!("{}/{}", key.0, key.1), error = %err, "reconcile failed; retrying");
+                ctx.expectations
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&key);
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(RETRY).await;
+                    queue.add(key);
+                });
+            }
+        }
+    };
+    tokio::select! {
+        () = feed_rs => {}
+        () = feed_pods => {}
+        () = work => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rs(replicas: i32) -> ReplicaSet {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web-abc", "namespace": "default", "uid": "rs-uid", "generation": 3},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": "web"},
+                    "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["db"]}]},
+                "template": {"metadata": {"labels": {"app": "web", "v": "1"}},
+                    "spec": {"containers": [{"name": "c", "image": "nginx"}]}},
+            },
+        }))
+        .unwrap()
+    }
+
+    struct P {
+        name: &'static str,
+        owner: Option<&'static str>,
+        node: bool,
+        ready: bool,
+        created: i64,
+    }
+
+    fn pod(p: P) -> Arc<Pod> {
+        let mut pod = json!({
+            "metadata": {"name": p.name, "namespace": "default", "labels": {"app": "web", "v": "1"},
+                "creationTimestamp": jiff::Timestamp::from_second(p.created).unwrap().to_string()},
+            "spec": {"containers": [{"name": "c", "image": "nginx"}]},
+            "status": {"conditions": [{"type": "Ready", "status": if p.ready { "True" } else { "False" }}]},
+        });
+        if let Some(uid) = p.owner {
+            pod["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1",
+                "kind": "ReplicaSet", "name": "x", "uid": uid, "controller": true}]);
+        }
+        if p.node {
+            pod["spec"]["nodeName"] = json!("node-1");
+        }
+        Arc::new(serde_json::from_value(pod).unwrap())
+    }
+
+    fn owned(name: &'static str, node: bool, ready: bool, created: i64) -> Arc<Pod> {
+        pod(P {
+            name,
+            owner: Some("rs-uid"),
+            node,
+            ready,
+            created,
+        })
+    }
+
+    #[test]
+    fn a_deficit_is_created_and_matching_orphans_adopted() {
+        let orphan = pod(P {
+            name: "orphan",
+            owner: None,
+            node: true,
+            ready: true,
+            created: 1,
+        });
+        let others = pod(P {
+            name: "someone-elses",
+            owner: Some("other-uid"),
+            node: true,
+            ready: true,
+            created: 1,
+        });
+        let mut finished = (*owned("done", true, false, 1)).clone();
+        finished.status.as_mut().unwrap().phase = Some("Failed".into());
+        let pods = [
+            owned("a", true, true, 1),
+            orphan,
+            others,
+            Arc::new(finished),
+        ];
+        let plan = plan(&rs(4), &pods);
+        assert_eq!(plan.adopt, vec!["orphan".to_string()]);
+        assert_eq!(plan.create, 2);
+        assert!(plan.delete.is_empty());
+    }
+
+    #[test]
+    fn a_surplus_deletes_unscheduled_then_not_ready_then_newest() {
+        let pods = [
+            owned("old-ready", true, true, 10),
+            owned("new-ready", true, true, 20),
+            owned("not-ready", true, false, 5),
+            owned("unscheduled", false, false, 1),
+            owned("older-ready", true, true, 5),
+        ];
+        assert_eq!(
+            plan(&rs(2), &pods).delete,
+            vec!["unscheduled", "not-ready", "new-ready"]
+        );
+        assert_eq!(plan(&rs(5), &pods), Plan::default());
+        assert_eq!(plan(&rs(0), &pods).delete.len(), 5);
+    }
+
+    #[test]
+    fn selectors_honour_match_expressions() {
+        let selector = rs(1).spec.unwrap().selector;
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(selects(&selector, &labels(&[("app", "web")])));
+        assert!(selects(
+            &selector,
+            &labels(&[("app", "web"), ("tier", "fe")])
+        ));
+        assert!(!selects(
+            &selector,
+            &labels(&[("app", "web"), ("tier", "db")])
+        ));
+        assert!(!selects(&selector, &labels(&[("app", "api")])));
+        assert!(!selects(
+            &LabelSelector::default(),
+            &labels(&[("app", "web")])
+        ));
+    }
+
+    #[test]
+    fn status_counts_owned_live_pods() {
+        let mut relabeled = (*owned("relabeled", true, false, 1)).clone();
+        relabeled.labels_mut().remove("v");
+        let pods = [
+            owned("a", true, true, 1),
+            owned("b", true, false, 1),
+            Arc::new(relabeled),
+        ];
+        let status = status(&rs(3), &pods);
+        assert_eq!(status.replicas, 3);
+        assert_eq!(status.ready_replicas, Some(1));
+        assert_eq!(status.available_replicas, Some(1));
+        assert_eq!(status.fully_labeled_replicas, Some(2));
+        assert_eq!(status.observed_generation, Some(3));
+    }
+
+    #[test]
+    fn new_pods_come_from_the_template_with_a_controller_reference() {
+        let pod = new_pod(&rs(1));
+        assert_eq!(pod.metadata.generate_name.as_deref(), Some("web-abc-"));
+        assert_eq!(pod.labels().get("v").map(String::as_str), Some("1"));
+        let owner = controller_ref(&pod.metadata).unwrap();
+        assert_eq!(
+            (
+                owner.kind.as_str(),
+                owner.uid.as_str(),
+                owner.block_owner_deletion
+            ),
+            ("ReplicaSet", "rs-uid", Some(true))
+        );
+        assert_eq!(
+            pod.spec.unwrap().containers[0].image.as_deref(),
+            Some("nginx")
+        );
+    }
+}
