@@ -27,11 +27,11 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+use crate::cache::{self, key_of};
 use crate::queue::{Key, Queue};
 use crate::replicaset::controller_ref;
 
@@ -503,33 +503,11 @@ pub async fn reconcile(key: &Key, ctx: &Context) -> Result<(), Error> {
     Ok(())
 }
 
-fn key_of<K: ResourceExt>(object: &K) -> Key {
-    (object.namespace().unwrap_or_default(), object.name_any())
-}
-
 /// Runs the controller until dropped.
 pub async fn run(client: Client) {
     let queue = Queue::default();
-    let (deployments, deployment_writer) = reflector::store::<Deployment>();
-    let (replicasets, rs_writer) = reflector::store::<ReplicaSet>();
-    let deployment_events = reflector::reflector(
-        deployment_writer,
-        watcher(
-            Api::<Deployment>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
-    let rs_events = reflector::reflector(
-        rs_writer,
-        watcher(
-            Api::<ReplicaSet>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
+    let (deployments, deployment_events) = cache::reflect::<Deployment>(&client);
+    let (replicasets, rs_events) = cache::reflect::<ReplicaSet>(&client);
     let deployment_queue = queue.clone();
     let feed_deployments = deployment_events.for_each(move |event| {
         if let Ok(deployment) = event {

@@ -24,10 +24,10 @@ use k8s_openapi::api::discovery::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
+use crate::cache::{self, key_of};
 use crate::queue::{Key, Queue};
 
 /// Endpoints in one EndpointSlice at most, as Kubernetes' default.
@@ -405,32 +405,13 @@ where
     }
 }
 
-fn key_of<K: ResourceExt>(object: &K) -> Key {
-    (object.namespace().unwrap_or_default(), object.name_any())
-}
-
 /// Runs the controller until dropped: reflects Services and Pods, queues
 /// the Services each event concerns, and reconciles them one at a time.
 pub async fn run(client: Client) {
     let queue = Queue::default();
-    let (services, service_writer) = reflector::store::<Service>();
-    let (pods, pod_writer) = reflector::store::<Pod>();
 
-    let service_events = reflector::reflector(
-        service_writer,
-        watcher(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
-    let pod_events = reflector::reflector(
-        pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
+    let (services, service_events) = cache::reflect::<Service>(&client);
+    let (pods, pod_events) = cache::reflect::<Pod>(&client);
 
     let service_queue = queue.clone();
     let feed_services = service_events.for_each(move |event| {

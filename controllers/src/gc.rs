@@ -23,10 +23,10 @@ use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, Preconditions};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource};
 
+use crate::cache;
 use crate::queue::{Key, Queue};
 
 /// How long a failed collection waits before it is tried again.
@@ -301,6 +301,7 @@ pub async fn reconcile(key: &Key, ctx: &Context) -> Result<(), Error> {
     }
 }
 
+/// A cache of every `K`, and a stream that says only that something changed.
 fn reflect<K>(client: &Client) -> (Store<K>, impl futures::Stream<Item = ()> + use<K>)
 where
     K: Resource<DynamicType = ()>
@@ -311,14 +312,9 @@ where
         + Sync
         + 'static,
 {
-    let (store, writer) = reflector::store::<K>();
-    let events = reflector::reflector(
-        writer,
-        watcher(Api::<K>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .filter_map(|event| futures::future::ready(event.ok().map(|_| ())));
-    (store, events)
+    let (store, touched) = cache::reflect::<K>(client);
+    let changes = touched.filter_map(|event| futures::future::ready(event.ok().map(|_| ())));
+    (store, changes)
 }
 
 /// Runs the collector until dropped: any watch event (a deletion among

@@ -19,6 +19,7 @@
 //! - [`gc`]: the garbage collector, deleting objects whose owners are gone.
 //! - [`scheduler`]: a node for every pod without one, through `binding`.
 
+mod cache;
 pub mod deployment;
 pub mod endpoints;
 pub mod events;

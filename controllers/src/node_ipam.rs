@@ -21,12 +21,12 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use knit_ipam::{Cidr, NodeCidrAllocator, NodeCidrConfig, PodCidr};
 use kube::api::{Patch, PatchParams};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::ControllersConfig;
+use crate::cache;
 use crate::events::{self, Note};
 use crate::queue::{Key, Queue};
 
@@ -306,13 +306,7 @@ pub async fn run(client: Client, config: ControllersConfig) {
         return;
     }
     let queue = Queue::default();
-    let (nodes, writer) = reflector::store::<Node>();
-    let events = reflector::reflector(
-        writer,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
+    let (nodes, events) = cache::reflect::<Node>(&client);
     // Deletions come through too (touched_objects yields deleted objects).
     let feed_queue = queue.clone();
     let feed = events.for_each(move |event| {

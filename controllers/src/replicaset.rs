@@ -24,11 +24,11 @@ use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+use crate::cache::{self, key_of};
 use crate::queue::{Key, Queue};
 
 /// The field manager of every write.
@@ -394,30 +394,11 @@ pub async fn reconcile(key: &Key, ctx: &Context) -> Result<(), Error> {
     Ok(())
 }
 
-fn key_of<K: ResourceExt>(object: &K) -> Key {
-    (object.namespace().unwrap_or_default(), object.name_any())
-}
-
 /// Runs the controller until dropped.
 pub async fn run(client: Client) {
     let queue = Queue::default();
-    let (replicasets, rs_writer) = reflector::store::<ReplicaSet>();
-    let (pods, pod_writer) = reflector::store::<Pod>();
-    let rs_events = reflector::reflector(
-        rs_writer,
-        watcher(
-            Api::<ReplicaSet>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
-    let pod_events = reflector::reflector(
-        pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
+    let (replicasets, rs_events) = cache::reflect::<ReplicaSet>(&client);
+    let (pods, pod_events) = cache::reflect::<Pod>(&client);
 
     let rs_queue = queue.clone();
     let feed_rs = rs_events.for_each(move |event| {

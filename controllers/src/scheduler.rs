@@ -23,11 +23,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use kube::api::PostParams;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+use crate::cache;
 use crate::events::{self, Note};
 use crate::queue::{Key, Queue};
 
@@ -369,20 +369,8 @@ pub async fn reconcile(key: &Key, ctx: &Context) -> Result<(), Error> {
 /// Runs the scheduler until dropped.
 pub async fn run(client: Client) {
     let queue = Queue::default();
-    let (nodes, node_writer) = reflector::store::<Node>();
-    let (pods, pod_writer) = reflector::store::<Pod>();
-    let node_events = reflector::reflector(
-        node_writer,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
-    let pod_events = reflector::reflector(
-        pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
+    let (nodes, node_events) = cache::reflect::<Node>(&client);
+    let (pods, pod_events) = cache::reflect::<Pod>(&client);
 
     let all_pending = {
         let pods = pods.clone();

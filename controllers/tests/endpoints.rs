@@ -2,41 +2,25 @@
 //! temporary SQLite file), through the real `kube` client: Endpoints and
 //! slices follow pods' addresses and readiness, and leave with their Service.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::Cluster;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use knit_apiserver::store::sqlite::{History, SqliteStore};
-use knit_apiserver::{ApiConfig, AppState, namespaces, router};
+use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
 use serde_json::json;
 
 /// How long the controller may take to catch up.
 const DEADLINE: Duration = Duration::from_secs(10);
 
-struct Cluster {
-    client: Client,
-    _stop: tokio::sync::watch::Sender<bool>,
-    _dir: tempfile::TempDir,
-}
-
 async fn cluster() -> Cluster {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("knit.db"), History::default())
-        .await
-        .unwrap();
-    let (state, stop) = AppState::new(Arc::new(store), ApiConfig::default()).unwrap();
-    namespaces::bootstrap(&state).await.unwrap();
-    namespaces::spawn_tasks(&state);
-    let client = Client::new(router(state), "default");
+    let cluster = common::api_server().await;
+    let client = cluster.client.clone();
     tokio::spawn(knit_controllers::endpoints::run(client.clone()));
-    Cluster {
-        client,
-        _stop: stop,
-        _dir: dir,
-    }
+    cluster
 }
 
 /// Polls `check` until it holds or the deadline passes.

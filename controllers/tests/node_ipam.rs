@@ -3,12 +3,12 @@
 //! distinct slices, a deleted Node's slice is reused, a restarted
 //! controller keeps what is recorded, exhaustion is reported and resolved.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::Cluster;
 use k8s_openapi::api::core::v1::{Event, Node};
-use knit_apiserver::store::sqlite::{History, SqliteStore};
-use knit_apiserver::{ApiConfig, AppState, namespaces, router};
 use knit_controllers::ControllersConfig;
 use knit_ipam::{Cidr, PodCidr};
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -19,25 +19,8 @@ use tokio::task::JoinHandle;
 /// How long the controller may take to catch up.
 const DEADLINE: Duration = Duration::from_secs(10);
 
-struct Cluster {
-    client: Client,
-    _stop: tokio::sync::watch::Sender<bool>,
-    _dir: tempfile::TempDir,
-}
-
 async fn cluster() -> Cluster {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("knit.db"), History::default())
-        .await
-        .unwrap();
-    let (state, stop) = AppState::new(Arc::new(store), ApiConfig::default()).unwrap();
-    namespaces::bootstrap(&state).await.unwrap();
-    namespaces::spawn_tasks(&state);
-    Cluster {
-        client: Client::new(router(state), "default"),
-        _stop: stop,
-        _dir: dir,
-    }
+    common::api_server().await
 }
 
 fn start(client: &Client, config: ControllersConfig) -> JoinHandle<()> {

@@ -4,42 +4,25 @@
 //! goes `Ready=Unknown`, its pods not ready and out of the Service's ready
 //! endpoints; a node whose Lease keeps being renewed stays as it is.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::Cluster;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use knit_apiserver::store::sqlite::{History, SqliteStore};
-use knit_apiserver::{ApiConfig, AppState, namespaces, router};
 use knit_controllers::ControllersConfig;
+use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
 use serde_json::json;
 
 /// How long the controllers may take to catch up.
 const DEADLINE: Duration = Duration::from_secs(10);
 const GRACE: Duration = Duration::from_secs(1);
 
-struct Cluster {
-    client: Client,
-    _stop: tokio::sync::watch::Sender<bool>,
-    _dir: tempfile::TempDir,
-}
-
 async fn cluster() -> Cluster {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("knit.db"), History::default())
-        .await
-        .unwrap();
-    let (state, stop) = AppState::new(Arc::new(store), ApiConfig::default()).unwrap();
-    namespaces::bootstrap(&state).await.unwrap();
-    namespaces::spawn_tasks(&state);
-    Cluster {
-        client: Client::new(router(state), "default"),
-        _stop: stop,
-        _dir: dir,
-    }
+    common::api_server().await
 }
 
 async fn eventually<F, Fut>(what: &str, mut check: F)

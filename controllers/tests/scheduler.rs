@@ -4,41 +4,25 @@
 //! matching their selector appears. Node readiness is written by hand
 //! through the status subresource (no agent runs here).
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::Cluster;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
-use knit_apiserver::store::sqlite::{History, SqliteStore};
-use knit_apiserver::{ApiConfig, AppState, namespaces, router};
+use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
 use serde_json::json;
 
 /// How long the scheduler may take to catch up.
 const DEADLINE: Duration = Duration::from_secs(10);
 
-struct Cluster {
-    client: Client,
-    _stop: tokio::sync::watch::Sender<bool>,
-    _dir: tempfile::TempDir,
-}
-
 async fn cluster() -> Cluster {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("knit.db"), History::default())
-        .await
-        .unwrap();
-    let (state, stop) = AppState::new(Arc::new(store), ApiConfig::default()).unwrap();
-    namespaces::bootstrap(&state).await.unwrap();
-    namespaces::spawn_tasks(&state);
-    let client = Client::new(router(state), "default");
+    let cluster = common::api_server().await;
+    let client = cluster.client.clone();
     tokio::spawn(knit_controllers::scheduler::run(client.clone()));
-    Cluster {
-        client,
-        _stop: stop,
-        _dir: dir,
-    }
+    cluster
 }
 
 async fn eventually<F, Fut>(what: &str, mut check: F)

@@ -8,43 +8,27 @@
 //! here, so pods are marked running and ready by hand through the status
 //! subresource.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::Cluster;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
-use knit_apiserver::store::sqlite::{History, SqliteStore};
-use knit_apiserver::{ApiConfig, AppState, namespaces, router};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 
 /// How long the controllers may take to catch up.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-struct Cluster {
-    client: Client,
-    _stop: tokio::sync::watch::Sender<bool>,
-    _dir: tempfile::TempDir,
-}
-
 async fn cluster() -> Cluster {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("knit.db"), History::default())
-        .await
-        .unwrap();
-    let (state, stop) = AppState::new(Arc::new(store), ApiConfig::default()).unwrap();
-    namespaces::bootstrap(&state).await.unwrap();
-    namespaces::spawn_tasks(&state);
-    let client = Client::new(router(state), "default");
+    let cluster = common::api_server().await;
+    let client = cluster.client.clone();
     tokio::spawn(knit_controllers::deployment::run(client.clone()));
     tokio::spawn(knit_controllers::replicaset::run(client.clone()));
     tokio::spawn(knit_controllers::gc::run(client.clone()));
-    Cluster {
-        client,
-        _stop: stop,
-        _dir: dir,
-    }
+    cluster
 }
 
 /// Polls `check` until it holds, marking every pod ready meanwhile when
@@ -368,13 +352,8 @@ async fn an_owner_missing_only_from_the_cache_keeps_its_dependents() {
     use kube::runtime::{reflector, watcher};
 
     // The API server without any controller: the collector is driven by hand.
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("knit.db"), History::default())
-        .await
-        .unwrap();
-    let (state, _stop) = AppState::new(Arc::new(store), ApiConfig::default()).unwrap();
-    namespaces::bootstrap(&state).await.unwrap();
-    let client = Client::new(router(state), "default");
+    let cluster = common::api_server().await;
+    let client = cluster.client.clone();
     let services: Api<Service> = Api::default_namespaced(client.clone());
     let endpoints: Api<Endpoints> = Api::default_namespaced(client.clone());
     let service: Service = serde_json::from_value(json!({"metadata": {"name": "web"},
