@@ -537,11 +537,7 @@ pub async fn run(client: Client) {
             let key = queue.next().await;
             if let Err(err) = reconcile(&key, &ctx).await {
                 tracing::warn!(deployment = %format!("{}/{}", key.0, key.1), error = %err, "reconcile failed; retrying");
-                let queue = queue.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(RETRY).await;
-                    queue.add(key);
-                });
+                queue.add_after(key, RETRY);
             }
         }
     };

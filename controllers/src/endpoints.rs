@@ -450,11 +450,7 @@ pub async fn run(client: Client) {
             let key = queue.next().await;
             if let Err(err) = reconcile(&key, &ctx).await {
                 tracing::warn!(namespace = %key.0, service = %key.1, error = %err, "endpoints reconcile failed; retrying");
-                let queue = queue.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(RETRY).await;
-                    queue.add(key);
-                });
+                queue.add_after(key, RETRY);
             }
         }
     };

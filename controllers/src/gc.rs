@@ -372,11 +372,7 @@ pub async fn run(client: Client) {
             while let Some(key) = queue.try_next() {
                 if let Err(err) = reconcile(&key, &ctx).await {
                     tracing::warn!(object = %format!("{}/{}", key.0, key.1), error = %err, "collection failed; retrying");
-                    let queue = queue.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(RETRY).await;
-                        queue.add(key);
-                    });
+                    queue.add_after(key, RETRY);
                 }
             }
         }

@@ -357,11 +357,7 @@ pub async fn run(client: Client, config: ControllersConfig) {
                 Err(Error::Exhausted(_)) => {}
                 Err(err) => {
                     tracing::warn!(node = %key.1, error = %err, "node IPAM reconcile failed; retrying");
-                    let queue = queue.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(RETRY).await;
-                        queue.add(key);
-                    });
+                    queue.add_after(key, RETRY);
                 }
             }
         }

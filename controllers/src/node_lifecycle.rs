@@ -275,11 +275,7 @@ fn node_key(name: String) -> Key {
 /// Queues `key` again once `at` has passed.
 fn requeue_at(queue: &Queue, key: Key, at: Timestamp) {
     let wait = Duration::try_from(Timestamp::now().duration_until(at)).unwrap_or(Duration::ZERO);
-    let queue = queue.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(wait + SLACK).await;
-        queue.add(key);
-    });
+    queue.add_after(key, wait + SLACK);
 }
 
 /// Reflects `api` into a store, queueing the key `key_of` gives for every
@@ -351,11 +347,7 @@ pub async fn run(client: Client, config: ControllersConfig) {
                 Ok(None) => {}
                 Err(err) => {
                     tracing::warn!(node = %key.1, error = %err, "node lifecycle reconcile failed; retrying");
-                    let queue = queue.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(RETRY).await;
-                        queue.add(key);
-                    });
+                    queue.add_after(key, RETRY);
                 }
             }
         }

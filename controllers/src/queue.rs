@@ -3,6 +3,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -37,6 +38,16 @@ impl Queue {
         let key = waiting.0.pop_front()?;
         waiting.1.remove(&key);
         Some(key)
+    }
+
+    /// Queues `key` after `delay`: a failed reconcile's retry, or a
+    /// deadline to look at it again.
+    pub fn add_after(&self, key: Key, delay: Duration) {
+        let queue = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            queue.add(key);
+        });
     }
 
     /// The next key, waiting for one.

@@ -464,11 +464,7 @@ pub async fn run(client: Client) {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&key);
-                let queue = queue.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(RETRY).await;
-                    queue.add(key);
-                });
+                queue.add_after(key, RETRY);
             }
         }
     };

@@ -421,11 +421,7 @@ pub async fn run(client: Client) {
                 Ok(()) | Err(Error::NoFit(_)) => {}
                 Err(err) => {
                     tracing::warn!(pod = %format!("{}/{}", key.0, key.1), error = %err, "scheduling failed; retrying");
-                    let queue = queue.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(RETRY).await;
-                        queue.add(key);
-                    });
+                    queue.add_after(key, RETRY);
                 }
             }
         }
