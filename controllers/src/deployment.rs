@@ -34,6 +34,7 @@ use serde_json::json;
 use crate::cache::{self, key_of};
 use crate::queue::{Key, Queue};
 use crate::replicaset::controller_ref;
+use crate::unless_gone;
 
 /// The field manager of every write.
 pub const MANAGER: &str = "deployment-controller.knit";
@@ -487,18 +488,12 @@ pub async fn reconcile(key: &Key, ctx: &Context) -> Result<(), Error> {
     let want = status(&deployment, &new, &all, &now);
     if deployment.status.as_ref() != Some(&want) {
         let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
-        match deployments
-            .patch_status(
-                name,
-                &patch_params(),
-                &Patch::Merge(json!({"status": want})),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(err) => return Err(err.into()),
-        }
+        let patch = Patch::Merge(json!({"status": want}));
+        unless_gone(
+            deployments
+                .patch_status(name, &patch_params(), &patch)
+                .await,
+        )?;
     }
     Ok(())
 }

@@ -29,6 +29,7 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::cache::{self, key_of};
 use crate::queue::{Key, Queue};
+use crate::unless_gone;
 
 /// Endpoints in one EndpointSlice at most, as Kubernetes' default.
 pub const MAX_SLICE_ENDPOINTS: usize = 100;
@@ -398,11 +399,9 @@ async fn delete_ignoring_missing<K>(api: &Api<K>, name: &str) -> Result<(), Erro
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(err) => Err(err.into()),
-    }
+    Ok(unless_gone(
+        api.delete(name, &DeleteParams::default()).await,
+    )?)
 }
 
 /// Runs the controller until dropped: reflects Services and Pods, queues

@@ -80,6 +80,16 @@ impl ControllersConfig {
     }
 }
 
+/// A write's result with "the object is already gone" taken as done: a
+/// reconcile that races a delete has nothing left to do.
+pub(crate) fn unless_gone<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
 /// Runs every controller concurrently until the future is dropped.
 pub async fn run(client: Client, config: ControllersConfig) {
     tokio::join!(

@@ -30,6 +30,7 @@ use serde_json::json;
 
 use crate::cache::{self, key_of};
 use crate::queue::{Key, Queue};
+use crate::unless_gone;
 
 /// The field manager of every write.
 pub const MANAGER: &str = "replicaset-controller.knit";
@@ -378,18 +379,8 @@ pub async fn reconcile(key: &Key, ctx: &Context) -> Result<(), Error> {
     let want = status(&rs, &view);
     if rs.status.as_ref() != Some(&want) {
         let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), namespace);
-        match rs_api
-            .patch_status(
-                name,
-                &patch_params(),
-                &Patch::Merge(json!({"status": want})),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(err) => return Err(err.into()),
-        }
+        let patch = Patch::Merge(json!({"status": want}));
+        unless_gone(rs_api.patch_status(name, &patch_params(), &patch).await)?;
     }
     Ok(())
 }

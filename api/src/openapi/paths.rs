@@ -44,6 +44,23 @@ fn pretty() -> Value {
     )
 }
 
+/// The options of a delete: how long the object gets, and what happens to
+/// its dependents.
+fn deletion_params() -> [Value; 2] {
+    [
+        query(
+            "gracePeriodSeconds",
+            "integer",
+            "The duration in seconds before the object should be deleted.",
+        ),
+        query(
+            "propagationPolicy",
+            "string",
+            "Whether and how garbage collection will be performed.",
+        ),
+    ]
+}
+
 fn dry_run() -> Value {
     query(
         "dryRun",
@@ -258,19 +275,8 @@ fn resource_paths(
 
     // The collection.
     let mut delete_collection_params = list_params();
-    delete_collection_params.extend([
-        dry_run(),
-        query(
-            "gracePeriodSeconds",
-            "integer",
-            "The duration in seconds before the object should be deleted.",
-        ),
-        query(
-            "propagationPolicy",
-            "string",
-            "Whether and how garbage collection will be performed.",
-        ),
-    ]);
+    delete_collection_params.push(dry_run());
+    delete_collection_params.extend(deletion_params());
     let collection = json!({
         "parameters": scope_params,
         "get": Op {
@@ -334,18 +340,7 @@ fn resource_paths(
         "Force is going to \"force\" Apply requests. It must be unset for non-apply patch requests.",
     ));
     let mut delete_params = vec![pretty(), dry_run()];
-    delete_params.extend([
-        query(
-            "gracePeriodSeconds",
-            "integer",
-            "The duration in seconds before the object should be deleted.",
-        ),
-        query(
-            "propagationPolicy",
-            "string",
-            "Whether and how garbage collection will be performed.",
-        ),
-    ]);
+    delete_params.extend(deletion_params());
     let item = json!({
         "parameters": item_params,
         "get": Op {
