@@ -15,7 +15,10 @@ use crate::registry::Resource;
 /// read back what they'd read from Kubernetes.
 pub fn apply_defaults(resource: &Resource, object: &mut Value) {
     match resource.kind {
-        "Pod" => pod_spec(object_field(object, "spec")),
+        "Pod" => {
+            pod_spec(object_field(object, "spec"));
+            default_tolerations(object_field(object, "spec"));
+        }
         "Service" => service(object_field(object, "spec")),
         "Deployment" => deployment(object_field(object, "spec")),
         "ReplicaSet" => replica_set(object_field(object, "spec")),
@@ -123,6 +126,51 @@ fn pod_spec(spec: &mut Value) {
     let host_network = spec.get("hostNetwork").and_then(Value::as_bool) == Some(true);
     for kind in ["containers", "initContainers"] {
         for_each(spec, kind, |c| container(c, host_network));
+    }
+}
+
+/// Kubernetes' DefaultTolerationSeconds admission, for Pods only (not
+/// templates): a pod without a toleration for the `not-ready` or
+/// `unreachable` `NoExecute` taint (by key, or an empty key, with that
+/// effect or none) gets one with `tolerationSeconds: 300`, so the taint
+/// manager evicts it five minutes after its node is lost.
+fn default_tolerations(spec: &mut Value) {
+    const SECONDS: i64 = 300;
+    if !spec.is_object() {
+        return;
+    }
+    let covers = |key: &str| {
+        spec.get("tolerations")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|t| {
+                let any_key = matches!(str_at(t, "key"), None | Some(""));
+                let no_execute = matches!(str_at(t, "effect"), None | Some("" | "NoExecute"));
+                (any_key || str_at(t, "key") == Some(key)) && no_execute
+            })
+    };
+    let missing: Vec<&str> = [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ]
+    .into_iter()
+    .filter(|key| !covers(key))
+    .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let tolerations = object_field(spec, "tolerations");
+    if !tolerations.is_array() {
+        *tolerations = json!([]);
+    }
+    if let Some(list) = tolerations.as_array_mut() {
+        for key in missing {
+            list.push(
+                json!({"key": key, "operator": "Exists", "effect": "NoExecute",
+                "tolerationSeconds": SECONDS}),
+            );
+        }
     }
 }
 
@@ -412,6 +460,49 @@ mod tests {
         assert_eq!(c["readinessProbe"]["periodSeconds"], 3);
         assert!(c["readinessProbe"].get("httpGet").is_none());
         assert_eq!(validate(by_kind("", "Pod").unwrap(), &pod, None), vec![]);
+    }
+
+    #[test]
+    fn pods_tolerate_lost_nodes_for_five_minutes_unless_they_say_otherwise() {
+        let default = |key: &str| json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300});
+        let plain = defaulted("", "Pod", pod());
+        assert_eq!(
+            plain["spec"]["tolerations"],
+            json!([
+                default("node.kubernetes.io/not-ready"),
+                default("node.kubernetes.io/unreachable")
+            ])
+        );
+        // A pod's own toleration for one key (any effect spelling that
+        // covers NoExecute) keeps that one out; others are kept first.
+        let mut own = pod();
+        own["spec"]["tolerations"] = json!([
+            {"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"},
+            {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "tolerationSeconds": 2},
+        ]);
+        let out = defaulted("", "Pod", own.clone());
+        let mut wanted = own["spec"]["tolerations"].as_array().unwrap().clone();
+        wanted.push(default("node.kubernetes.io/not-ready"));
+        assert_eq!(out["spec"]["tolerations"], json!(wanted));
+        // A NoSchedule toleration for the key does not cover NoExecute.
+        let mut soft = pod();
+        soft["spec"]["tolerations"] = json!([{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoSchedule"}]);
+        let out = defaulted("", "Pod", soft);
+        assert_eq!(out["spec"]["tolerations"].as_array().unwrap().len(), 3);
+        // Tolerating everything covers both.
+        let mut all = pod();
+        all["spec"]["tolerations"] = json!([{"operator": "Exists"}]);
+        assert_eq!(
+            defaulted("", "Pod", all)["spec"]["tolerations"],
+            json!([{"operator": "Exists"}])
+        );
+        // Templates are not admitted pods: no tolerations there.
+        let rs = defaulted(
+            "apps",
+            "ReplicaSet",
+            json!({"spec": {"template": {"spec": pod()["spec"].clone()}}}),
+        );
+        assert!(rs["spec"]["template"]["spec"].get("tolerations").is_none());
     }
 
     #[test]
