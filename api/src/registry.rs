@@ -177,7 +177,7 @@ static RESOURCES: &[Resource] = &[
         namespaced: true,
         short_names: &["po"],
         categories: &["all"],
-        subresources: &["status", "binding"],
+        subresources: &["status", "binding", "eviction"],
         selectable_fields: POD_FIELDS,
         name_rule: NameRule::Subdomain,
         resets_status_on_create: true,

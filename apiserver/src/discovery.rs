@@ -88,6 +88,7 @@ fn subresource_shape<'a>(
             &["get", "patch", "update"],
         ),
         "binding" => ("Binding", None, &["create"]),
+        "eviction" => ("Eviction", Some(("policy", "v1")), &["create"]),
         "finalize" => (resource.kind, None, &["update"]),
         _ => (resource.kind, None, &["get", "patch", "update"]),
     }

@@ -305,6 +305,12 @@ async fn handle(state: &AppState, request: Request) -> Result<Response> {
                 subresources::bind(state, &target, &params, &read().await?, body_type).await?;
             Ok(json_response(StatusCode::CREATED, &status))
         }
+        (&Method::POST, true, Some("eviction")) => {
+            let body_type = body_type(&headers)?;
+            let status =
+                subresources::evict(state, &target, &params, &read().await?, body_type).await?;
+            Ok(json_response(StatusCode::CREATED, &status))
+        }
         (&Method::PUT, true, Some("finalize")) => {
             let body_type = body_type(&headers)?;
             ok(subresources::finalize(state, &target, &params, &read().await?, body_type).await?)

@@ -1,7 +1,7 @@
 //! Subresources with their own shape: `scale` (an `autoscaling/v1` Scale
 //! view of a workload's replicas), pods' `binding` (how a scheduler places
-//! a pod) and namespaces' `finalize`. `status` goes through the generic
-//! update path in `objects`.
+//! a pod) and `eviction` (how `kubectl drain` removes one), and namespaces'
+//! `finalize`. `status` goes through the generic update path in `objects`.
 
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::meta::bump_generation;
-use crate::objects::{self, guaranteed_update};
+use crate::objects::{self, DeleteOptions, guaranteed_update};
 use crate::request::{BodyType, Params, Target, decode_object};
 
 /// The Scale view of a Deployment or ReplicaSet.
@@ -156,6 +156,62 @@ pub async fn bind(
     })
     .await?;
     Ok(success_status(json!({})))
+}
+
+/// POST of a pod's `eviction`: a `policy/v1` (or `v1beta1`) Eviction that
+/// deletes the pod with the Eviction's `deleteOptions` (preconditions,
+/// dry run), answering 201 with a Success Status as kube-apiserver does.
+/// knit has no PodDisruptionBudgets, so an eviction is never refused with
+/// kube's 429; a missing pod is a 404 like any delete's.
+pub async fn evict(
+    state: &AppState,
+    target: &Target,
+    params: &Params,
+    body: &[u8],
+    body_type: BodyType,
+) -> Result<Value> {
+    let eviction = decode_object(body, body_type)?;
+    let pod_name = target.name.clone().unwrap_or_default();
+    if let Some(kind) = eviction["kind"].as_str()
+        && kind != "Eviction"
+    {
+        return Err(ApiError::BadRequest(format!(
+            "expected an Eviction, got a {kind}"
+        )));
+    }
+    if let Some(named) = eviction["metadata"]["name"].as_str()
+        && !named.is_empty()
+        && named != pod_name
+    {
+        return Err(ApiError::BadRequest(
+            "name in URL does not match name in Eviction object".into(),
+        ));
+    }
+    let options = match &eviction["deleteOptions"] {
+        Value::Null => DeleteOptions::parse(params, b"")?,
+        given => DeleteOptions::parse(
+            params,
+            &serde_json::to_vec(given).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+        )?,
+    };
+    let pod = Target {
+        subresource: None,
+        ..target.clone()
+    };
+    objects::delete(state, &pod, &options).await?;
+    Ok(eviction_status())
+}
+
+/// What a successful eviction answers: kube-apiserver's create handler
+/// fills the Status' `code` with the 201 it sends.
+fn eviction_status() -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "code": 201,
+    })
 }
 
 /// Sets a pod condition, keeping the others.
