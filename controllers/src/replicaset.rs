@@ -7,7 +7,11 @@
 //! the API server appends to `generateName`), and which surplus pods to
 //! delete (unscheduled first, then not ready, then the newest). Pods being
 //! deleted or finished (Succeeded/Failed) do not count. [`status`] computes
-//! the status written through the status subresource.
+//! the status written through the status subresource: a pod is available
+//! once its `Ready` condition has been `True` for `spec.minReadySeconds`
+//! (counted from the condition's `lastTransitionTime`, as kube's
+//! `IsPodAvailable`), and [`next_available`] says when the next ready pod
+//! turns available, so the ReplicaSet is looked at again at that moment.
 //!
 //! [`run`] reflects ReplicaSets and Pods; a pod event queues its owner (or,
 //! for an orphan, every ReplicaSet of its namespace that selects it).
@@ -20,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -56,6 +61,9 @@ const RETRY: Duration = Duration::from_secs(1);
 const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often every ReplicaSet is looked at again.
 const RESYNC: Duration = Duration::from_secs(30);
+/// How long after a pod's availability moment it is looked at: it turns
+/// available strictly after that moment.
+const AVAILABLE_MARGIN: Duration = Duration::from_millis(100);
 
 /// Whether `selector` picks an object with `labels`: every matchLabels
 /// pair and every matchExpression holds. An empty selector picks nothing
@@ -92,12 +100,61 @@ pub fn active(pod: &Pod) -> bool {
 
 /// Whether the pod's `Ready` condition is `True`.
 pub fn ready(pod: &Pod) -> bool {
+    ready_since(pod).is_some()
+}
+
+/// `Some(lastTransitionTime)` when the pod's `Ready` condition is `True`
+/// (the inner `None` when it carries no transition time).
+fn ready_since(pod: &Pod) -> Option<Option<Timestamp>> {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .into_iter()
         .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True")
+        .find(|c| c.type_ == "Ready" && c.status == "True")
+        .map(|c| c.last_transition_time.as_ref().map(|t| t.0))
+}
+
+/// Whether the pod is available at `now`: ready, and ready for longer
+/// than `min_ready_seconds` by its `Ready` condition's transition time.
+/// As kube's, a pod whose condition has no transition time is available
+/// only when no minimum is asked for.
+pub fn available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
+    match ready_since(pod) {
+        None => false,
+        Some(_) if min_ready_seconds <= 0 => true,
+        Some(since) => {
+            since.is_some_and(|t| t + SignedDuration::from_secs(i64::from(min_ready_seconds)) < now)
+        }
+    }
+}
+
+fn min_ready_seconds(rs: &ReplicaSet) -> i32 {
+    rs.spec
+        .as_ref()
+        .and_then(|s| s.min_ready_seconds)
+        .unwrap_or(0)
+}
+
+/// How long until the first of `rs`'s ready but not yet available pods
+/// turns available, if any will: the moment to look at it again.
+pub fn next_available(rs: &ReplicaSet, pods: &[Arc<Pod>], now: Timestamp) -> Option<Duration> {
+    let min_ready = min_ready_seconds(rs);
+    if min_ready <= 0 {
+        return None;
+    }
+    let (owned, _) = mine(rs, pods);
+    owned
+        .iter()
+        .filter(|p| !available(p, min_ready, now))
+        .filter_map(|p| ready_since(p).flatten())
+        .map(|since| since + SignedDuration::from_secs(i64::from(min_ready)))
+        .min()
+        .map(|at| {
+            // Available strictly after `at`: a moment past it.
+            let wait = at.duration_since(now).max(SignedDuration::ZERO);
+            Duration::try_from(wait).unwrap_or_default() + AVAILABLE_MARGIN
+        })
 }
 
 fn scheduled(pod: &Pod) -> bool {
@@ -198,8 +255,8 @@ pub fn plan(rs: &ReplicaSet, pods: &[Arc<Pod>]) -> Plan {
     plan
 }
 
-/// The status of `rs` given the cached pods (those it owns).
-pub fn status(rs: &ReplicaSet, pods: &[Arc<Pod>]) -> ReplicaSetStatus {
+/// The status of `rs` at `now` given the cached pods (those it owns).
+pub fn status(rs: &ReplicaSet, pods: &[Arc<Pod>], now: Timestamp) -> ReplicaSetStatus {
     let (owned, _) = mine(rs, pods);
     let template_labels = rs
         .spec
@@ -211,11 +268,11 @@ pub fn status(rs: &ReplicaSet, pods: &[Arc<Pod>]) -> ReplicaSetStatus {
     let count = |f: &dyn Fn(&Pod) -> bool| {
         i32::try_from(owned.iter().filter(|p| f(p)).count()).unwrap_or(i32::MAX)
     };
-    let ready_count = count(&|p| ready(p));
+    let min_ready = min_ready_seconds(rs);
     ReplicaSetStatus {
         replicas: count(&|_| true),
-        ready_replicas: Some(ready_count),
-        available_replicas: Some(ready_count),
+        ready_replicas: Some(count(&|p| ready(p))),
+        available_replicas: Some(count(&|p| available(p, min_ready, now))),
         fully_labeled_replicas: Some(count(&|p| {
             let labels = p.labels();
             template_labels
@@ -313,18 +370,19 @@ impl Context {
 }
 
 /// Makes the pods of the ReplicaSet at `key` match [`plan`] and writes its
-/// status.
-pub async fn reconcile(key: &Key, ctx: &Context) -> Result<(), Error> {
+/// status; `Some(delay)` when it should be looked at again then (a ready
+/// pod turning available).
+pub async fn reconcile(key: &Key, ctx: &Context) -> Result<Option<Duration>, Error> {
     let (namespace, name) = key;
     let Some(rs) = ctx.replicasets.get(&ObjectRef::new(name).within(namespace)) else {
         ctx.expectations
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
-        return Ok(());
+        return Ok(None);
     };
     if !ctx.satisfied(key) {
-        return Ok(());
+        return Ok(None);
     }
     let pods = ctx.pods.state();
     let plan = plan(&rs, &pods);
@@ -376,13 +434,14 @@ pub async fn reconcile(key: &Key, ctx: &Context) -> Result<(), Error> {
             Err(err) => return Err(err.into()),
         }
     }
-    let want = status(&rs, &view);
+    let now = Timestamp::now();
+    let want = status(&rs, &view, now);
     if rs.status.as_ref() != Some(&want) {
         let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), namespace);
         let patch = Patch::Merge(json!({"status": want}));
         unless_gone(rs_api.patch_status(name, &patch_params(), &patch).await)?;
     }
-    Ok(())
+    Ok(next_available(&rs, &view, now))
 }
 
 /// Runs the controller until dropped.
@@ -449,13 +508,17 @@ pub async fn run(client: Client) {
                 key = queue.next() => key,
                 _ = resync.tick() => { all(); continue; }
             };
-            if let Err(err) = reconcile(&key, &ctx).await {
-                tracing::warn!(replicaset = %format!("{}/{}", key.0, key.1), error = %err, "reconcile failed; retrying");
-                ctx.expectations
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&key);
-                queue.add_after(key, RETRY);
+            match reconcile(&key, &ctx).await {
+                Ok(None) => {}
+                Ok(Some(delay)) => queue.add_after(key, delay),
+                Err(err) => {
+                    tracing::warn!(replicaset = %format!("{}/{}", key.0, key.1), error = %err, "reconcile failed; retrying");
+                    ctx.expectations
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&key);
+                    queue.add_after(key, RETRY);
+                }
             }
         }
     };
@@ -469,6 +532,7 @@ pub async fn run(client: Client) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn rs(replicas: i32) -> ReplicaSet {
         serde_json::from_value(json!({
@@ -600,7 +664,7 @@ mod tests {
             owned("b", true, false, 1),
             Arc::new(relabeled),
         ];
-        let status = status(&rs(3), &pods);
+        let status = status(&rs(3), &pods, Timestamp::now());
         assert_eq!(status.replicas, 3);
         assert_eq!(status.ready_replicas, Some(1));
         assert_eq!(status.available_replicas, Some(1));
@@ -625,6 +689,50 @@ mod tests {
         assert_eq!(
             pod.spec.unwrap().containers[0].image.as_deref(),
             Some("nginx")
+        );
+    }
+
+    fn ready_at(name: &'static str, since: Option<&str>) -> Arc<Pod> {
+        let mut pod = (*owned(name, true, true, 1)).clone();
+        let condition = &mut pod.status.as_mut().unwrap().conditions.as_mut().unwrap()[0];
+        condition.last_transition_time = since.map(|s| Time(s.parse().unwrap()));
+        Arc::new(pod)
+    }
+
+    #[test]
+    fn a_pod_is_available_only_after_min_ready_seconds_of_readiness() {
+        let mut slow = rs(3);
+        slow.spec.as_mut().unwrap().min_ready_seconds = Some(10);
+        let pods = [
+            ready_at("early", Some("2026-01-01T00:00:00Z")),
+            ready_at("late", Some("2026-01-01T00:00:05Z")),
+            ready_at("untimed", None),
+            owned("not-ready", true, false, 1),
+        ];
+        let at = |s: &str| -> Timestamp { s.parse().unwrap() };
+        // Exactly ten seconds is not yet "longer than ten seconds".
+        let s = status(&slow, &pods, at("2026-01-01T00:00:10Z"));
+        assert_eq!((s.ready_replicas, s.available_replicas), (Some(3), Some(0)));
+        let s = status(&slow, &pods, at("2026-01-01T00:00:10.5Z"));
+        assert_eq!(s.available_replicas, Some(1));
+        let s = status(&slow, &pods, at("2026-01-01T00:01:00Z"));
+        assert_eq!(s.available_replicas, Some(2), "no transition time: never");
+        // Without a minimum, every ready pod is available at once.
+        let s = status(&rs(3), &pods, at("2026-01-01T00:00:00Z"));
+        assert_eq!(s.available_replicas, Some(3));
+
+        // The next look is just past the first pending pod's moment.
+        let wait = next_available(&slow, &pods, at("2026-01-01T00:00:04Z")).unwrap();
+        assert_eq!(wait, Duration::from_secs(6) + AVAILABLE_MARGIN);
+        let wait = next_available(&slow, &pods, at("2026-01-01T00:00:11Z")).unwrap();
+        assert_eq!(wait, Duration::from_secs(4) + AVAILABLE_MARGIN);
+        assert_eq!(
+            next_available(&slow, &pods, at("2026-01-01T00:00:16Z")),
+            None
+        );
+        assert_eq!(
+            next_available(&rs(3), &pods, at("2026-01-01T00:00:00Z")),
+            None
         );
     }
 }
