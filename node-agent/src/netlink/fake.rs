@@ -112,6 +112,7 @@ impl FakeKernel {
                 name: name.to_string(),
                 kind: kind.map(str::to_string),
                 mtu,
+                mac: Some(fake_mac(index)),
                 up: false,
                 master: None,
                 peer_index: None,
@@ -228,6 +229,7 @@ impl FakeKernel {
                 name: "lo".into(),
                 kind: None,
                 mtu: 65536,
+                mac: None,
                 up: false,
                 master: None,
                 peer_index: None,
@@ -314,6 +316,7 @@ impl Netlink for FakeNetlink {
                     name: name.to_string(),
                     kind: Some("bridge".into()),
                     mtu: 1500,
+                    mac: Some(fake_mac(index)),
                     up: false,
                     master: None,
                     peer_index: None,
@@ -342,6 +345,7 @@ impl Netlink for FakeNetlink {
                 name: name.to_string(),
                 kind: Some("veth".into()),
                 mtu,
+                mac: Some(fake_mac(index)),
                 up: false,
                 master: None,
                 peer_index: Some(peer_index),
@@ -374,6 +378,9 @@ impl Netlink for FakeNetlink {
         if let Some(mtu) = change.mtu {
             what.push_str(&format!(" mtu {mtu}"));
         }
+        if let Some(mac) = change.mac {
+            what.push_str(&format!(" address {}", format_mac(&mac)));
+        }
         match &change.master {
             Some(Some(m)) => what.push_str(&format!(" master {m}")),
             Some(None) => what.push_str(" nomaster"),
@@ -403,6 +410,9 @@ impl Netlink for FakeNetlink {
             }
             if let Some(up) = change.up {
                 link.link.up = up;
+            }
+            if let Some(mac) = change.mac {
+                link.link.mac = Some(mac);
             }
             if let Some(master) = master {
                 link.link.master = master;
@@ -522,6 +532,19 @@ impl Netlink for FakeNetlink {
             }
         })
     }
+}
+
+/// A locally administered address that differs per link.
+fn fake_mac(index: u32) -> [u8; 6] {
+    let [a, b, c, d] = index.to_be_bytes();
+    [0x02, 0xfa, a, b, c, d]
+}
+
+fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// The [`Netns`] view of a [`FakeKernel`].

@@ -229,6 +229,7 @@ fn to_link(msg: &LinkMessage) -> Link {
         name: String::new(),
         kind: None,
         mtu: 0,
+        mac: None,
         up: msg.header.flags.contains(LinkFlags::Up),
         master: None,
         peer_index: None,
@@ -238,6 +239,7 @@ fn to_link(msg: &LinkMessage) -> Link {
         match attr {
             LinkAttribute::IfName(name) => link.name = name.clone(),
             LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
+            LinkAttribute::Address(mac) => link.mac = <[u8; 6]>::try_from(mac.as_slice()).ok(),
             LinkAttribute::Controller(index) if *index != 0 => link.master = Some(*index),
             LinkAttribute::Link(index) if *index != 0 => link.peer_index = Some(*index),
             LinkAttribute::LinkInfo(infos) => {
@@ -437,6 +439,9 @@ impl Netlink for LinuxNetlink {
             let mut msg = LinkUnspec::new_with_index(index);
             if let Some(mtu) = change.mtu {
                 msg = msg.mtu(mtu);
+            }
+            if let Some(mac) = change.mac {
+                msg = msg.address(mac.to_vec());
             }
             match &change.master {
                 Some(Some(bridge)) => msg = msg.controller(index_of(&h, bridge).await?),

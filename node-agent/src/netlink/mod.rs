@@ -45,6 +45,8 @@ pub struct Link {
     pub kind: Option<String>,
     /// The MTU.
     pub mtu: u32,
+    /// The Ethernet address, for links that have one.
+    pub mac: Option<[u8; 6]>,
     /// Whether it is administratively up (`IFF_UP`).
     pub up: bool,
     /// The index of the bridge (or other controller) it is a port of.
@@ -62,6 +64,8 @@ pub struct LinkChange {
     pub up: Option<bool>,
     /// Set the MTU.
     pub mtu: Option<u32>,
+    /// Set the Ethernet address.
+    pub mac: Option<[u8; 6]>,
     /// Attach to this bridge (`Some(Some(name))`) or detach
     /// (`Some(None)`).
     pub master: Option<Option<String>>,

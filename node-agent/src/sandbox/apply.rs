@@ -38,7 +38,14 @@ pub fn apply_node(node: &impl Netlink, plan: &NodePlan) -> Result<Changes> {
                 .ok_or_else(|| Error::NoLink(plan.bridge.clone()))?
         }
     };
-    ensure_link(node, &bridge, plan.mtu, None, &mut changes)?;
+    ensure_link(
+        node,
+        &bridge,
+        plan.mtu,
+        None,
+        Some(plan.bridge_mac),
+        &mut changes,
+    )?;
     ensure_only_address(node, &plan.bridge, plan.bridge_address.into(), &mut changes)?;
     ensure_up(node, &bridge, &mut changes)?;
     for sysctl in &plan.sysctls {
@@ -126,6 +133,7 @@ pub fn apply_sandbox<N: Netns>(
         &host,
         plan.mtu,
         Some((&plan.bridge, bridge.index)),
+        None,
         &mut changes,
     )?;
     let host = node
@@ -144,7 +152,7 @@ pub fn apply_sandbox<N: Netns>(
     let inner = pod
         .link(&plan.pod_interface)?
         .ok_or_else(|| Error::NoLink(plan.pod_interface.clone()))?;
-    ensure_link(&pod, &inner, plan.mtu, None, &mut changes)?;
+    ensure_link(&pod, &inner, plan.mtu, None, None, &mut changes)?;
     ensure_only_address(
         &pod,
         &plan.pod_interface,
@@ -179,17 +187,21 @@ pub fn remove_sandbox<N: Netns>(
     Ok(removed)
 }
 
-/// Sets the MTU and bridge of `link` where they differ.
+/// Sets the MTU, bridge and Ethernet address of `link` where they differ.
 fn ensure_link(
     nl: &impl Netlink,
     link: &Link,
     mtu: u32,
     master: Option<(&str, u32)>,
+    mac: Option<[u8; 6]>,
     changes: &mut Changes,
 ) -> Result<()> {
     let mut change = LinkChange::default();
     if link.mtu != mtu {
         change.mtu = Some(mtu);
+    }
+    if mac.is_some() && link.mac != mac {
+        change.mac = mac;
     }
     if let Some((name, index)) = master
         && link.master != Some(index)

@@ -86,6 +86,12 @@ pub struct NodePlan {
     /// The bridge's address: the CIDR's first address with its prefix, so
     /// the kernel routes the whole CIDR to the bridge.
     pub bridge_address: Ipv4Net,
+    /// The bridge's Ethernet address, set explicitly: a bridge left to
+    /// itself takes the lowest address of its ports, so removing one pod
+    /// would change the gateway's MAC under every other pod's ARP cache.
+    /// `0a:58` (locally administered) followed by the bridge's IPv4
+    /// address, so it is the same after every restart.
+    pub bridge_mac: [u8; 6],
     /// The MTU of the bridge and every veth: the uplink's, since pod
     /// traffic to other nodes leaves through it unencapsulated (host-gw).
     pub mtu: u32,
@@ -178,6 +184,7 @@ pub fn node_network(node_cidr: Ipv4Net, uplink_mtu: u32) -> Result<NodePlan, Pla
         cidr: node_cidr,
         bridge: BRIDGE.to_string(),
         bridge_address: Ipv4Net::new(first, node_cidr.prefix_len()).expect("prefix from a CIDR"),
+        bridge_mac: mac_for(first),
         mtu: uplink_mtu,
         sysctls: vec![
             Sysctl {
@@ -263,6 +270,12 @@ fn check_mtu(mtu: u32) -> Result<(), PlanError> {
     } else {
         Err(PlanError::Mtu(mtu))
     }
+}
+
+/// `0a:58:` + the four octets of `ip`.
+fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = ip.octets();
+    [0x0a, 0x58, a, b, c, d]
 }
 
 fn first_host(cidr: Ipv4Net) -> Ipv4Addr {

@@ -149,7 +149,7 @@ fn node_apply_builds_the_bridge_once() {
     assert!(!changes.is_empty());
     insta::assert_snapshot!(kernel.take_log().join("\n"), @r"
     node: add bridge cbr0
-    node: set link cbr0 mtu 1450
+    node: set link cbr0 mtu 1450 address 0a:58:0a:00:01:01
     node: add address 10.0.1.1/24 dev cbr0
     node: set link cbr0 up
     node: sysctl net/ipv4/ip_forward=1
@@ -168,6 +168,7 @@ fn node_apply_moves_the_bridge_to_a_new_cidr_and_refuses_a_foreign_cbr0() {
     assert_eq!(
         kernel.take_log(),
         [
+            "node: set link cbr0 address 0a:58:0a:00:02:01",
             "node: delete address 10.0.1.1/24 dev cbr0",
             "node: add address 10.0.2.1/24 dev cbr0"
         ]
