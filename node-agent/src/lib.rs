@@ -16,7 +16,16 @@
 //!   plain-data plans, and the appliers that make the kernel match them.
 //!
 //! Nothing here talks to the API server; the agent's watch loop builds on
-//! these pieces.
+//! these pieces: on each pod bound to the node, `pod_sandbox` +
+//! `apply_sandbox` (under `spawn_blocking`, with one long-lived
+//! [`LinuxNetlink::current`](netlink::LinuxNetlink::current) handle for
+//! the node), `remove_sandbox` when it goes, and at start a sweep of
+//! [`Netns::list`](netns::Netns::list) through
+//! [`SandboxNames::uid_of`](sandbox::SandboxNames::uid_of) to remove the
+//! sandboxes of pods that no longer exist. The process runtime can enter a
+//! sandbox with [`netns::run_in`] or by the `/run/netns/<name>` file; the
+//! host-gw routes fit [`Netlink::add_route`](netlink::Netlink::add_route)
+//! with [`PROTO_KNIT`](netlink::PROTO_KNIT).
 
 pub mod error;
 pub mod netlink;
