@@ -12,22 +12,39 @@
 //! agent reports its node and pods, as the kubelet does, and the controller
 //! only stops setting `Unknown`.
 //!
+//! It also taints by condition, as Kubernetes' node lifecycle controller
+//! does: a Node whose `Ready` is `Unknown` gets
+//! `node.kubernetes.io/unreachable`, one whose `Ready` is `False`
+//! `node.kubernetes.io/not-ready`, each with the effects `NoSchedule` and
+//! `NoExecute` (the latter stamped with `timeAdded`); they go away when the
+//! node is `Ready` again. Then it does the taint eviction controller's
+//! work: a pod on a Node with a `NoExecute` taint it does not tolerate is
+//! deleted with a `TaintManagerEviction` event; one that tolerates every
+//! such taint is deleted once the shortest `tolerationSeconds` among the
+//! tolerations it uses has passed since the taints appeared (never, when
+//! none of them has `tolerationSeconds`). Pods get 300 s tolerations for
+//! both taints when they are created (the API server's
+//! DefaultTolerationSeconds defaulting).
+//!
 //! [`decide`] is the pure core (what one Node's Lease says at a given
-//! instant), [`unknown_conditions`], [`pods_to_mark`] and
-//! [`not_ready_conditions`] what is written; [`reconcile`] applies them to
-//! one Node and [`run`] feeds a queue of Node names from reflectors of
-//! Nodes, Leases and Pods, requeueing each Node when its grace deadline
-//! passes.
+//! instant), [`unknown_conditions`], [`pods_to_mark`],
+//! [`not_ready_conditions`] and [`desired_taints`] what is written, and
+//! [`eviction`] when a pod goes; [`reconcile`] applies them to one Node and
+//! [`run`] feeds a queue of Node names from reflectors of Nodes, Leases and
+//! Pods, requeueing each Node at its next grace or eviction deadline.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, NodeCondition, ObjectReference, Pod, PodCondition};
+use k8s_openapi::api::core::v1::{
+    Node, NodeCondition, ObjectReference, Pod, PodCondition, Taint, Toleration,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -36,6 +53,7 @@ use serde_json::json;
 use crate::ControllersConfig;
 use crate::events::{self, Note};
 use crate::queue::{Key, Queue};
+use crate::scheduler::tolerates;
 
 /// The field manager of every write.
 pub const MANAGER: &str = "node-lifecycle-controller.knit";
@@ -48,6 +66,14 @@ pub const STATUS_UNKNOWN_MESSAGE: &str = "Kubelet stopped posting node status.";
 pub const NODE_NOT_READY: &str = "NodeNotReady";
 /// The Event source component, as Kubernetes'.
 pub const COMPONENT: &str = "node-controller";
+/// The taint of a Node whose `Ready` is `Unknown`.
+pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+/// The taint of a Node whose `Ready` is `False`.
+pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
+/// The reason of the Event on an evicted pod, and its source component, as
+/// Kubernetes' taint eviction controller's.
+pub const TAINT_MANAGER_EVICTION: &str = "TaintManagerEviction";
+pub const EVICTION_COMPONENT: &str = "taint-eviction-controller";
 /// How long a failed reconcile waits before it is tried again.
 const RETRY: Duration = Duration::from_secs(1);
 /// Slack after a deadline before the Node is looked at again, so the
@@ -195,6 +221,109 @@ pub fn not_ready_conditions(pod: &Pod, now: Timestamp) -> Vec<PodCondition> {
     conditions
 }
 
+/// The condition taint the Node's `Ready` status calls for, if any: a
+/// Node that has not reported yet (no `Ready`) is left alone.
+fn condition_taint(node: &Node) -> Option<&'static str> {
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))?;
+    match ready.status.as_str() {
+        "Unknown" => Some(UNREACHABLE_TAINT),
+        "False" => Some(NOT_READY_TAINT),
+        _ => None,
+    }
+}
+
+fn taints_of(node: &Node) -> &[Taint] {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_deref())
+        .unwrap_or_default()
+}
+
+/// The Node's taints with the condition taints its `Ready` calls for
+/// (`NoSchedule` and `NoExecute`, the latter with `timeAdded: now`), the
+/// condition taints it no longer calls for removed and every other taint
+/// kept; `None` when nothing changes. Taints already there keep their
+/// `timeAdded`, so eviction deadlines do not move.
+pub fn desired_taints(node: &Node, now: Timestamp) -> Option<Vec<Taint>> {
+    let wanted = condition_taint(node);
+    let current = taints_of(node);
+    let mut taints: Vec<Taint> = current
+        .iter()
+        .filter(|t| {
+            let ours = t.key == UNREACHABLE_TAINT || t.key == NOT_READY_TAINT;
+            !ours || (Some(t.key.as_str()) == wanted && t.effect != "PreferNoSchedule")
+        })
+        .cloned()
+        .collect();
+    if let Some(key) = wanted {
+        for effect in ["NoSchedule", "NoExecute"] {
+            if !taints.iter().any(|t| t.key == key && t.effect == effect) {
+                taints.push(Taint {
+                    key: key.into(),
+                    value: None,
+                    effect: effect.into(),
+                    time_added: (effect == "NoExecute").then_some(Time(now)),
+                });
+            }
+        }
+    }
+    (taints != current).then_some(taints)
+}
+
+/// When a pod on a Node with some `NoExecute` taints goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// It does not tolerate one of them (or only for 0 s): evict it now.
+    Now,
+    /// It tolerates them until then.
+    At(Timestamp),
+    /// It tolerates them for good (or there are none).
+    Never,
+}
+
+/// When `pod` is evicted from a Node with `taints`, as Kubernetes' taint
+/// eviction controller decides: now if a `NoExecute` taint is not
+/// tolerated; else the shortest `tolerationSeconds` among the tolerations
+/// that match one of them (none with seconds: never), counted from when
+/// the first of the taints was added (`timeAdded`, else `seen`, when this
+/// controller first saw them).
+pub fn eviction(taints: &[Taint], pod: &Pod, seen: Timestamp) -> Eviction {
+    let no_execute: Vec<&Taint> = taints.iter().filter(|t| t.effect == "NoExecute").collect();
+    if no_execute.is_empty() {
+        return Eviction::Never;
+    }
+    let tolerations: &[Toleration] = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_deref())
+        .unwrap_or_default();
+    let mut used: Vec<&Toleration> = Vec::new();
+    for taint in &no_execute {
+        let matching: Vec<&Toleration> =
+            tolerations.iter().filter(|t| tolerates(t, taint)).collect();
+        if matching.is_empty() {
+            return Eviction::Now;
+        }
+        used.extend(matching);
+    }
+    let Some(seconds) = used.iter().filter_map(|t| t.toleration_seconds).min() else {
+        return Eviction::Never;
+    };
+    if seconds <= 0 {
+        return Eviction::Now;
+    }
+    let since = no_execute
+        .iter()
+        .filter_map(|t| t.time_added.as_ref().map(|t| t.0))
+        .min()
+        .map_or(seen, |added| added.min(seen));
+    Eviction::At(plus(since, Duration::from_secs(seconds.unsigned_abs())))
+}
+
 /// What the reconciler shares.
 pub struct Context {
     pub client: Client,
@@ -202,6 +331,20 @@ pub struct Context {
     pub leases: Store<Lease>,
     pub pods: Store<Pod>,
     pub grace: Duration,
+    /// When this controller first saw `NoExecute` taints on each Node (for
+    /// taints without `timeAdded`); dropped when the Node has none.
+    pub no_execute_seen: Mutex<HashMap<String, Timestamp>>,
+}
+
+fn pod_ref(pod: &Pod) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(pod.name_any()),
+        namespace: pod.namespace(),
+        uid: pod.uid(),
+        ..ObjectReference::default()
+    }
 }
 
 fn node_ref(node: &Node) -> ObjectReference {
@@ -222,25 +365,34 @@ fn params() -> PatchParams {
 }
 
 /// Looks at the Node at `key`: marks it and its pods when its Lease is
-/// stale. Returns when it should be looked at again, if ever.
+/// stale, taints it by its `Ready` condition, and evicts the pods its
+/// `NoExecute` taints call for. Returns when it should be looked at again,
+/// if ever.
 pub async fn reconcile(key: &Key, ctx: &Context) -> Result<Option<Timestamp>, Error> {
     let name = &key.1;
-    let Some(node) = ctx.nodes.get(&ObjectRef::new(name)) else {
+    let Some(cached) = ctx.nodes.get(&ObjectRef::new(name)) else {
+        ctx.no_execute_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
         return Ok(None);
     };
+    let mut node = (*cached).clone();
     let lease = ctx
         .leases
         .get(&ObjectRef::new(name).within(LEASE_NAMESPACE));
     let now = Timestamp::now();
+    let api = Api::<Node>::all(ctx.client.clone());
+    let mut next = None;
     match decide(&node, lease.as_deref(), now, ctx.grace) {
-        Decision::Healthy { recheck } | Decision::Wait { recheck } => Ok(Some(recheck)),
+        Decision::Healthy { recheck } | Decision::Wait { recheck } => next = Some(recheck),
         Decision::Unknown => {
             if let Some(conditions) = unknown_conditions(&node, now) {
                 let patch = json!({
                     "metadata": {"resourceVersion": node.resource_version()},
                     "status": {"conditions": serde_json::to_value(conditions)?},
                 });
-                Api::<Node>::all(ctx.client.clone())
+                node = api
                     .patch_status(name, &params(), &Patch::Merge(patch))
                     .await?;
                 tracing::info!(node = %name, "node stopped renewing its lease; Ready=Unknown");
@@ -263,9 +415,83 @@ pub async fn reconcile(key: &Key, ctx: &Context) -> Result<Option<Timestamp>, Er
                     .await?;
                 tracing::info!(node = %name, pod = %pod.name_any(), %namespace, "marked pod not ready");
             }
-            Ok(None)
         }
     }
+    if let Some(taints) = desired_taints(&node, now) {
+        // A merge patch replaces the whole list; the resourceVersion makes
+        // it lose against a concurrent `kubectl taint` instead of undoing it.
+        let list = if taints.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::to_value(&taints)?
+        };
+        let patch = json!({
+            "metadata": {"resourceVersion": node.resource_version()},
+            "spec": {"taints": list},
+        });
+        node = api.patch(name, &params(), &Patch::Merge(patch)).await?;
+        tracing::info!(node = %name, taints = ?taints.iter().map(|t| format!("{}:{}", t.key, t.effect)).collect::<Vec<_>>(), "condition taints updated");
+    }
+    if let Some(at) = evict(ctx, &node, now).await? {
+        next = Some(next.map_or(at, |n: Timestamp| n.min(at)));
+    }
+    Ok(next)
+}
+
+/// Deletes the pods on `node` whose time is up; returns the next deadline.
+async fn evict(ctx: &Context, node: &Node, now: Timestamp) -> Result<Option<Timestamp>, Error> {
+    let name = node.name_any();
+    let taints = taints_of(node);
+    let seen = {
+        let mut seen = ctx
+            .no_execute_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if taints.iter().any(|t| t.effect == "NoExecute") {
+            *seen.entry(name.clone()).or_insert(now)
+        } else {
+            seen.remove(&name);
+            return Ok(None);
+        }
+    };
+    let mut next: Option<Timestamp> = None;
+    for pod in ctx.pods.state() {
+        if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(name.as_str())
+            || pod.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        match eviction(taints, &pod, seen) {
+            Eviction::Never => {}
+            Eviction::At(at) if at > now => next = Some(next.map_or(at, |n| n.min(at))),
+            Eviction::At(_) | Eviction::Now => {
+                let namespace = pod.namespace().unwrap_or_default();
+                let pod_name = pod.name_any();
+                let note = Note {
+                    type_: "Normal",
+                    reason: TAINT_MANAGER_EVICTION,
+                    message: format!("Marking for deletion Pod {namespace}/{pod_name}"),
+                    component: EVICTION_COMPONENT,
+                };
+                events::record(&ctx.client, pod_ref(&pod), &note).await?;
+                // Only this pod: a new one under the same name stays.
+                let delete = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: pod.uid(),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                crate::unless_gone(
+                    Api::<Pod>::namespaced(ctx.client.clone(), &namespace)
+                        .delete(&pod_name, &delete)
+                        .await,
+                )?;
+                tracing::info!(node = %name, pod = %pod_name, %namespace, "evicted pod for a NoExecute taint");
+            }
+        }
+    }
+    Ok(next)
 }
 
 fn node_key(name: String) -> Key {
@@ -336,6 +562,7 @@ pub async fn run(client: Client, config: ControllersConfig) {
             leases: leases.clone(),
             pods: pods.clone(),
             grace: config.node_monitor_grace,
+            no_execute_seen: Mutex::default(),
         };
         for node in nodes.state() {
             queue.add(node_key(node.name_any()));
@@ -476,6 +703,174 @@ mod tests {
         let conditions = unknown_conditions(&bare, now).unwrap();
         assert_eq!(conditions.len(), 2);
         assert_eq!(conditions[1].status, "Unknown");
+    }
+
+    fn with_taints(mut node: Node, taints: serde_json::Value) -> Node {
+        node.spec = Some(serde_json::from_value(json!({"taints": taints})).unwrap());
+        node
+    }
+
+    fn keys(taints: &[Taint]) -> Vec<String> {
+        taints
+            .iter()
+            .map(|t| format!("{}:{}", t.key, t.effect))
+            .collect()
+    }
+
+    #[test]
+    fn the_ready_condition_picks_the_condition_taints() {
+        let now = at("2026-01-01T01:00:00Z");
+        let user = json!([{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]);
+        // Unknown: unreachable, both effects, timeAdded only on NoExecute;
+        // the user's taint is kept first.
+        let lost = with_taints(node("2026-01-01T00:00:00Z", Some("Unknown")), user.clone());
+        let taints = desired_taints(&lost, now).unwrap();
+        assert_eq!(
+            keys(&taints),
+            [
+                "dedicated:NoSchedule",
+                "node.kubernetes.io/unreachable:NoSchedule",
+                "node.kubernetes.io/unreachable:NoExecute"
+            ]
+        );
+        assert_eq!(taints[1].time_added, None);
+        assert_eq!(taints[2].time_added, Some(Time(now)));
+        // Already there: nothing to write, and timeAdded is not moved.
+        let mut tainted = lost.clone();
+        tainted.spec.as_mut().unwrap().taints = Some(taints.clone());
+        assert_eq!(desired_taints(&tainted, at("2026-01-01T02:00:00Z")), None);
+        // Unknown turning False swaps unreachable for not-ready.
+        let mut not_ready = tainted.clone();
+        not_ready
+            .status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .as_mut()
+            .unwrap()[1]
+            .status = "False".into();
+        assert_eq!(
+            keys(&desired_taints(&not_ready, now).unwrap()),
+            [
+                "dedicated:NoSchedule",
+                "node.kubernetes.io/not-ready:NoSchedule",
+                "node.kubernetes.io/not-ready:NoExecute"
+            ]
+        );
+        // Ready again: only the user's taint is left.
+        let mut back = tainted.clone();
+        back.status.as_mut().unwrap().conditions.as_mut().unwrap()[1].status = "True".into();
+        assert_eq!(
+            keys(&desired_taints(&back, now).unwrap()),
+            ["dedicated:NoSchedule"]
+        );
+        // Not reported yet, or Ready and untainted: nothing to do.
+        assert_eq!(
+            desired_taints(&node("2026-01-01T00:00:00Z", None), now),
+            None
+        );
+        assert_eq!(
+            desired_taints(
+                &with_taints(node("2026-01-01T00:00:00Z", Some("True")), user),
+                now
+            ),
+            None
+        );
+    }
+
+    fn tolerating(tolerations: serde_json::Value) -> Pod {
+        let mut p = (*pod("p", "node-1", "True")).clone();
+        p.spec.as_mut().unwrap().tolerations = Some(serde_json::from_value(tolerations).unwrap());
+        p
+    }
+
+    fn no_execute(key: &str, added: Option<&str>) -> Taint {
+        Taint {
+            key: key.into(),
+            value: None,
+            effect: "NoExecute".into(),
+            time_added: added.map(|a| Time(at(a))),
+        }
+    }
+
+    #[test]
+    fn pods_are_evicted_when_a_no_execute_taint_is_not_tolerated_or_for_too_long() {
+        let seen = at("2026-01-01T00:00:30Z");
+        let unreachable = no_execute(UNREACHABLE_TAINT, Some("2026-01-01T00:00:00Z"));
+        let soft = Taint {
+            effect: "NoSchedule".into(),
+            ..no_execute("dedicated", None)
+        };
+        // No NoExecute taint: never.
+        assert_eq!(
+            eviction(std::slice::from_ref(&soft), &tolerating(json!([])), seen),
+            Eviction::Never
+        );
+        // Not tolerated: now.
+        assert_eq!(
+            eviction(
+                std::slice::from_ref(&unreachable),
+                &tolerating(json!([])),
+                seen
+            ),
+            Eviction::Now
+        );
+        let other = json!([{"key": "other", "operator": "Exists", "effect": "NoExecute"}]);
+        assert_eq!(
+            eviction(std::slice::from_ref(&unreachable), &tolerating(other), seen),
+            Eviction::Now
+        );
+        // Tolerated for 300 s from timeAdded.
+        let default = json!([{"key": UNREACHABLE_TAINT, "operator": "Exists",
+            "effect": "NoExecute", "tolerationSeconds": 300}]);
+        assert_eq!(
+            eviction(
+                &[unreachable.clone(), soft],
+                &tolerating(default.clone()),
+                seen
+            ),
+            Eviction::At(at("2026-01-01T00:05:00Z"))
+        );
+        // Without timeAdded, from when it was first seen.
+        let unstamped = no_execute(UNREACHABLE_TAINT, None);
+        assert_eq!(
+            eviction(&[unstamped], &tolerating(default), seen),
+            Eviction::At(at("2026-01-01T00:05:30Z"))
+        );
+        // Forever, and the shortest of the tolerations used wins.
+        let forever = json!([{"operator": "Exists"}]);
+        assert_eq!(
+            eviction(
+                std::slice::from_ref(&unreachable),
+                &tolerating(forever),
+                seen
+            ),
+            Eviction::Never
+        );
+        let both = json!([
+            {"operator": "Exists"},
+            {"key": UNREACHABLE_TAINT, "operator": "Exists", "tolerationSeconds": 10},
+        ]);
+        assert_eq!(
+            eviction(std::slice::from_ref(&unreachable), &tolerating(both), seen),
+            Eviction::At(at("2026-01-01T00:00:10Z"))
+        );
+        // Zero seconds: now. One of two taints untolerated: now.
+        let zero =
+            json!([{"key": UNREACHABLE_TAINT, "operator": "Exists", "tolerationSeconds": 0}]);
+        assert_eq!(
+            eviction(std::slice::from_ref(&unreachable), &tolerating(zero), seen),
+            Eviction::Now
+        );
+        let one = json!([{"key": UNREACHABLE_TAINT, "operator": "Exists"}]);
+        assert_eq!(
+            eviction(
+                &[unreachable, no_execute("dedicated", None)],
+                &tolerating(one),
+                seen
+            ),
+            Eviction::Now
+        );
     }
 
     #[test]

@@ -3,13 +3,19 @@
 //! subresource, as kube-scheduler does for the article's cluster.
 //!
 //! [`choose`] is the pure core. A node is feasible when its `Ready`
-//! condition is `True`, it is not `spec.unschedulable`, its labels match
-//! the pod's `nodeSelector`, and none of the pod's host ports is taken (same
-//! port and protocol, same or wildcard host IP) by a pod already on it.
-//! Among the feasible nodes the one with the fewest pods of the pod's
-//! controller wins, then the one with the fewest pods, then the first by
-//! name. When none is feasible, the reasons make kube's message (`0/3 nodes
-//! are available: ...`).
+//! condition is `True`, it is not `spec.unschedulable` (unless the pod
+//! tolerates `node.kubernetes.io/unschedulable`), the pod tolerates each of
+//! its `NoSchedule` and `NoExecute` taints, its labels match the pod's
+//! `nodeSelector`, and none of the pod's host ports is taken (same port and
+//! protocol, same or wildcard host IP) by a pod already on it — checked in
+//! that order, the first failure being the node's reason, as
+//! kube-scheduler's filter plugins do. Among the feasible nodes the one
+//! with the fewest `PreferNoSchedule` taints the pod does not tolerate
+//! wins, then the one with the fewest pods of the pod's controller, then
+//! the one with the fewest pods, then the first by name. When none is
+//! feasible, the reasons make kube's message (`0/3 nodes are available:
+//! ... preemption: ...`), which goes to the pod's `PodScheduled=False`
+//! (`Unschedulable`) condition and a `FailedScheduling` event.
 //!
 //! [`run`] reflects Nodes and Pods; pending pods are queued on their own
 //! events, all of them on node events and every few seconds. Pods bound
@@ -21,8 +27,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
-use kube::api::PostParams;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, PodCondition, Taint, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -38,11 +46,19 @@ const RETRY: Duration = Duration::from_secs(1);
 /// How often pending pods are tried again.
 const RESYNC: Duration = Duration::from_secs(5);
 
+/// The field manager of the scheduler's status writes.
+pub const MANAGER: &str = "default-scheduler";
+/// The taint a cordoned node is treated as having (kube-scheduler's
+/// NodeUnschedulable plugin): a pod tolerating it may still go there.
+pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
+
 /// Why a node cannot take a pod, in kube-scheduler's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Unfit {
     NotReady,
     Unschedulable,
+    /// A `NoSchedule` or `NoExecute` taint the pod does not tolerate.
+    Taint,
     Selector,
     HostPorts,
 }
@@ -52,31 +68,116 @@ impl Unfit {
         match self {
             Unfit::NotReady => "node(s) were not ready",
             Unfit::Unschedulable => "node(s) were unschedulable",
+            // Since Kubernetes 1.34.2 the message no longer names the taint
+            // (keys and values may be sensitive); the scheduler logs it.
+            Unfit::Taint => "node(s) had untolerated taint(s)",
             Unfit::Selector => "node(s) didn't match Pod's node affinity/selector",
             Unfit::HostPorts => "node(s) didn't have free ports for the requested pod ports",
+        }
+    }
+
+    /// What kube's default preemption says about such a node: evicting
+    /// pods cannot fix anything but a port conflict, and knit does not
+    /// preempt (every pod has priority 0), so there never is a victim.
+    fn preemption(self) -> &'static str {
+        match self {
+            Unfit::HostPorts => "No preemption victims found for incoming pod",
+            _ => "Preemption is not helpful for scheduling",
         }
     }
 }
 
 /// No node can take the pod: how many there are and why each cannot.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", message(*.nodes, .reasons))]
+#[error("{}", message(*.nodes, .reasons, *.never_preempts))]
 pub struct NoFit {
     pub nodes: usize,
     pub reasons: BTreeMap<Unfit, usize>,
+    /// The pod's `preemptionPolicy` is `Never`.
+    pub never_preempts: bool,
 }
 
-fn message(nodes: usize, reasons: &BTreeMap<Unfit, usize>) -> String {
+/// kube's histogram: the "COUNT reason" strings, sorted, joined.
+fn histogram(counts: impl Iterator<Item = (usize, &'static str)>) -> String {
+    let mut merged: BTreeMap<&str, usize> = BTreeMap::new();
+    for (count, reason) in counts {
+        *merged.entry(reason).or_default() += count;
+    }
+    let mut parts: Vec<String> = merged
+        .iter()
+        .map(|(reason, count)| format!("{count} {reason}"))
+        .collect();
+    parts.sort();
+    parts.join(", ")
+}
+
+fn message(nodes: usize, reasons: &BTreeMap<Unfit, usize>, never_preempts: bool) -> String {
     if nodes == 0 {
         return "0/0 nodes are available: no nodes available to schedule pods.".into();
     }
-    // kube sorts the "COUNT reason" strings.
-    let mut parts: Vec<String> = reasons
+    let filters = histogram(reasons.iter().map(|(unfit, count)| (*count, unfit.says())));
+    let preemption = if never_preempts {
+        "not eligible due to preemptionPolicy=Never.".to_string()
+    } else {
+        let why = histogram(
+            reasons
+                .iter()
+                .map(|(unfit, count)| (*count, unfit.preemption())),
+        );
+        format!("0/{nodes} nodes are available: {why}.")
+    };
+    format!("0/{nodes} nodes are available: {filters}. preemption: {preemption}")
+}
+
+/// Whether `toleration` tolerates `taint` (Kubernetes' `ToleratesTaint`):
+/// the effect matches or is left empty, the key matches or is left empty
+/// (an empty key only with `Exists`, as validation demands), and the value
+/// is equal (`Equal`, the default) or anything (`Exists`).
+pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
+    let effect = toleration.effect.as_deref().unwrap_or_default();
+    if !effect.is_empty() && effect != taint.effect {
+        return false;
+    }
+    let key = toleration.key.as_deref().unwrap_or_default();
+    if !key.is_empty() && key != taint.key {
+        return false;
+    }
+    match toleration.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => true,
+        "Equal" | "" => {
+            toleration.value.as_deref().unwrap_or_default()
+                == taint.value.as_deref().unwrap_or_default()
+        }
+        _ => false,
+    }
+}
+
+/// Whether any of `tolerations` tolerates `taint`.
+pub fn tolerated(tolerations: &[Toleration], taint: &Taint) -> bool {
+    tolerations.iter().any(|t| tolerates(t, taint))
+}
+
+fn tolerations_of(pod: &Pod) -> &[Toleration] {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_deref())
+        .unwrap_or_default()
+}
+
+fn taints_of(node: &Node) -> &[Taint] {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_deref())
+        .unwrap_or_default()
+}
+
+/// How many of the node's `PreferNoSchedule` taints the pod does not
+/// tolerate (kube's TaintToleration score, fewer is better).
+fn intolerable_preferences(pod: &Pod, node: &Node) -> usize {
+    taints_of(node)
         .iter()
-        .map(|(unfit, count)| format!("{count} {}", unfit.says()))
-        .collect();
-    parts.sort();
-    format!("0/{nodes} nodes are available: {}.", parts.join(", "))
+        .filter(|t| t.effect == "PreferNoSchedule" && !tolerated(tolerations_of(pod), t))
+        .count()
 }
 
 /// Whether the pod is finished (its node no longer counts it).
@@ -150,8 +251,21 @@ fn unfit(pod: &Pod, node: &Node, on_node: &[&Pod]) -> Option<Unfit> {
     if !ready(node) {
         return Some(Unfit::NotReady);
     }
+    let tolerations = tolerations_of(pod);
     if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
-        return Some(Unfit::Unschedulable);
+        let cordon = Taint {
+            key: UNSCHEDULABLE_TAINT.into(),
+            effect: "NoSchedule".into(),
+            ..Taint::default()
+        };
+        if !tolerated(tolerations, &cordon) {
+            return Some(Unfit::Unschedulable);
+        }
+    }
+    if taints_of(node).iter().any(|t| {
+        matches!(t.effect.as_str(), "NoSchedule" | "NoExecute") && !tolerated(tolerations, t)
+    }) {
+        return Some(Unfit::Taint);
     }
     let labels = node.labels();
     let selector = pod.spec.as_ref().and_then(|s| s.node_selector.as_ref());
@@ -188,7 +302,7 @@ pub fn choose(pod: &Pod, nodes: &[Arc<Node>], pods: &[Arc<Pod>]) -> Result<Strin
     }
     let owner = controller_of(pod);
     let mut reasons = BTreeMap::new();
-    let mut best: Option<((usize, usize, String), String)> = None;
+    let mut best: Option<((usize, usize, usize, String), String)> = None;
     for node in nodes {
         let name = node.name_any();
         let on_node = by_node.get(name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
@@ -203,7 +317,12 @@ pub fn choose(pod: &Pod, nodes: &[Arc<Node>], pods: &[Arc<Pod>]) -> Result<Strin
                 .count(),
             None => 0,
         };
-        let score = (siblings, on_node.len(), name.clone());
+        let score = (
+            intolerable_preferences(pod, node),
+            siblings,
+            on_node.len(),
+            name.clone(),
+        );
         if best.as_ref().is_none_or(|(b, _)| score < *b) {
             best = Some((score, name));
         }
@@ -211,6 +330,11 @@ pub fn choose(pod: &Pod, nodes: &[Arc<Node>], pods: &[Arc<Pod>]) -> Result<Strin
     best.map(|(_, name)| name).ok_or(NoFit {
         nodes: nodes.len(),
         reasons,
+        never_preempts: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.preemption_policy.as_deref())
+            == Some("Never"),
     })
 }
 
@@ -277,6 +401,36 @@ impl Context {
     }
 }
 
+/// The pod's `PodScheduled=False` (`Unschedulable`) condition saying
+/// `message`, or `None` when it already says exactly that. The transition
+/// time moves only when the status does, as kube's condition updates do.
+pub fn unschedulable_condition(pod: &Pod, message: &str, now: Timestamp) -> Option<PodCondition> {
+    let current = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"));
+    if let Some(c) = current
+        && c.status == "False"
+        && c.reason.as_deref() == Some("Unschedulable")
+        && c.message.as_deref() == Some(message)
+    {
+        return None;
+    }
+    let since = match current {
+        Some(c) if c.status == "False" => c.last_transition_time.clone(),
+        _ => None,
+    };
+    Some(PodCondition {
+        type_: "PodScheduled".into(),
+        status: "False".into(),
+        reason: Some("Unschedulable".into()),
+        message: Some(message.into()),
+        last_transition_time: Some(since.unwrap_or(Time(now))),
+        ..PodCondition::default()
+    })
+}
+
 /// Places the pod at `key` if it is pending.
 pub async fn reconcile(key: &Key, ctx: &Context) -> Result<(), Error> {
     let (namespace, name) = key;
@@ -300,6 +454,18 @@ pub async fn reconcile(key: &Key, ctx: &Context) -> Result<(), Error> {
         Ok(node) => node,
         Err(no_fit) => {
             let message = no_fit.to_string();
+            if let Some(condition) = unschedulable_condition(&pod, &message, Timestamp::now()) {
+                let patch = json!({"status": {"conditions": [condition]}});
+                let params = PatchParams {
+                    field_manager: Some(MANAGER.into()),
+                    ..PatchParams::default()
+                };
+                let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+                crate::unless_gone(
+                    api.patch_status(name, &params, &Patch::Strategic(patch))
+                        .await,
+                )?;
+            }
             let said = ctx
                 .failures
                 .lock()
@@ -588,7 +754,9 @@ mod tests {
         let no_fit = choose(&want, &nodes, &[on_1, on_2]).unwrap_err();
         assert_eq!(
             no_fit.to_string(),
-            "0/2 nodes are available: 2 node(s) didn't have free ports for the requested pod ports."
+            "0/2 nodes are available: 2 node(s) didn't have free ports for the requested pod \
+             ports. preemption: 0/2 nodes are available: 2 No preemption victims found for \
+             incoming pod."
         );
     }
 
@@ -605,12 +773,212 @@ mod tests {
         assert_eq!(
             choose(&picky, &nodes, &[]).unwrap_err().to_string(),
             "0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, \
-             2 node(s) were not ready."
+             2 node(s) were not ready. preemption: 0/3 nodes are available: \
+             3 Preemption is not helpful for scheduling."
+        );
+        // A tainted node joins in; a pod that never preempts says so.
+        let tainted = tainted(
+            node("d", true, json!({"disk": "ssd"})),
+            "dedicated",
+            "db",
+            "NoSchedule",
+        );
+        let nodes = [
+            nodes[0].clone(),
+            nodes[1].clone(),
+            nodes[2].clone(),
+            tainted,
+        ];
+        picky.spec.as_mut().unwrap().preemption_policy = Some("Never".into());
+        assert_eq!(
+            choose(&picky, &nodes, &[]).unwrap_err().to_string(),
+            "0/4 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, \
+             1 node(s) had untolerated taint(s), 2 node(s) were not ready. \
+             preemption: not eligible due to preemptionPolicy=Never."
         );
         assert_eq!(
             choose(&picky, &[], &[]).unwrap_err().to_string(),
             "0/0 nodes are available: no nodes available to schedule pods."
         );
+    }
+
+    fn tainted(node: Arc<Node>, key: &str, value: &str, effect: &str) -> Arc<Node> {
+        let mut node = (*node).clone();
+        let spec = node.spec.get_or_insert_default();
+        let mut taint = json!({"key": key, "effect": effect});
+        if !value.is_empty() {
+            taint["value"] = json!(value);
+        }
+        spec.taints
+            .get_or_insert_default()
+            .push(serde_json::from_value(taint).unwrap());
+        Arc::new(node)
+    }
+
+    fn tolerating(mut pod: Pod, toleration: serde_json::Value) -> Pod {
+        pod.spec
+            .as_mut()
+            .unwrap()
+            .tolerations
+            .get_or_insert_default()
+            .push(serde_json::from_value(toleration).unwrap());
+        pod
+    }
+
+    fn taint(key: &str, value: &str, effect: &str) -> Taint {
+        Taint {
+            key: key.into(),
+            value: (!value.is_empty()).then(|| value.into()),
+            effect: effect.into(),
+            time_added: None,
+        }
+    }
+
+    fn toleration(v: serde_json::Value) -> Toleration {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn tolerations_match_taints_by_key_value_operator_and_effect() {
+        let t = taint("dedicated", "db", "NoSchedule");
+        let yes = [
+            json!({"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}),
+            json!({"key": "dedicated", "value": "db"}),
+            json!({"key": "dedicated", "operator": "Exists"}),
+            json!({"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}),
+            json!({"operator": "Exists"}),
+            json!({"operator": "Exists", "effect": "NoSchedule"}),
+        ];
+        for v in yes {
+            assert!(tolerates(&toleration(v.clone()), &t), "{v} should tolerate");
+        }
+        let no = [
+            json!({"key": "dedicated", "value": "web"}),
+            json!({"key": "dedicated", "operator": "Equal"}),
+            json!({"key": "other", "operator": "Exists"}),
+            json!({"key": "dedicated", "operator": "Exists", "effect": "NoExecute"}),
+            json!({"operator": "Exists", "effect": "PreferNoSchedule"}),
+            json!({"key": "dedicated", "operator": "Lt", "value": "db"}),
+        ];
+        for v in no {
+            assert!(
+                !tolerates(&toleration(v.clone()), &t),
+                "{v} should not tolerate"
+            );
+        }
+        // A taint without a value is matched by Equal with no value.
+        let bare = taint("node.kubernetes.io/not-ready", "", "NoExecute");
+        assert!(tolerates(
+            &toleration(json!({"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"})),
+            &bare
+        ));
+    }
+
+    #[test]
+    fn no_schedule_and_no_execute_taints_filter_unless_tolerated() {
+        for effect in ["NoSchedule", "NoExecute"] {
+            let nodes = [
+                tainted(
+                    node("a-tainted", true, json!({})),
+                    "dedicated",
+                    "db",
+                    effect,
+                ),
+                node("b-plain", true, json!({})),
+            ];
+            // Even with more pods on b, a is out for a pod without the toleration.
+            let pods = [Arc::new(pod("x", Some("b-plain"), None))];
+            assert_eq!(
+                choose(&pod("p", None, None), &nodes, &pods).unwrap(),
+                "b-plain"
+            );
+            let db = tolerating(
+                pod("p", None, None),
+                json!({"key": "dedicated", "operator": "Equal", "value": "db", "effect": effect}),
+            );
+            assert_eq!(choose(&db, &nodes, &pods).unwrap(), "a-tainted");
+            let no_fit = choose(&pod("p", None, None), &nodes[..1], &[]).unwrap_err();
+            assert_eq!(no_fit.reasons, BTreeMap::from([(Unfit::Taint, 1)]));
+        }
+        // An empty key with Exists tolerates everything.
+        let all = tolerating(pod("p", None, None), json!({"operator": "Exists"}));
+        let only = [tainted(node("n", true, json!({})), "a", "b", "NoExecute")];
+        assert_eq!(choose(&all, &only, &[]).unwrap(), "n");
+    }
+
+    #[test]
+    fn prefer_no_schedule_taints_only_lower_the_score() {
+        let nodes = [
+            tainted(
+                node("a-preferred-not", true, json!({})),
+                "spot",
+                "",
+                "PreferNoSchedule",
+            ),
+            node("b-plain", true, json!({})),
+        ];
+        // b has more pods, yet a's untolerated soft taint sends the pod to b.
+        let pods = [
+            Arc::new(pod("x", Some("b-plain"), None)),
+            Arc::new(pod("y", Some("b-plain"), None)),
+        ];
+        assert_eq!(
+            choose(&pod("p", None, None), &nodes, &pods).unwrap(),
+            "b-plain"
+        );
+        // Tolerated, it no longer counts; and alone, the node still takes pods.
+        let spot = tolerating(
+            pod("p", None, None),
+            json!({"key": "spot", "operator": "Exists"}),
+        );
+        assert_eq!(choose(&spot, &nodes, &pods).unwrap(), "a-preferred-not");
+        assert_eq!(
+            choose(&pod("p", None, None), &nodes[..1], &[]).unwrap(),
+            "a-preferred-not"
+        );
+    }
+
+    #[test]
+    fn a_cordoned_node_takes_only_pods_tolerating_unschedulable() {
+        let mut cordoned = (*node("c", true, json!({}))).clone();
+        cordoned.spec = Some(serde_json::from_value(json!({"unschedulable": true})).unwrap());
+        let nodes = [Arc::new(cordoned)];
+        let no_fit = choose(&pod("p", None, None), &nodes, &[]).unwrap_err();
+        assert_eq!(no_fit.reasons, BTreeMap::from([(Unfit::Unschedulable, 1)]));
+        let daemon = tolerating(
+            pod("p", None, None),
+            json!({"key": UNSCHEDULABLE_TAINT, "operator": "Exists", "effect": "NoSchedule"}),
+        );
+        assert_eq!(choose(&daemon, &nodes, &[]).unwrap(), "c");
+    }
+
+    #[test]
+    fn the_unschedulable_condition_is_written_once_per_message() {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let mut p = pod("p", None, None);
+        let c = unschedulable_condition(&p, "0/1 nodes", now).unwrap();
+        assert_eq!(
+            (
+                c.type_.as_str(),
+                c.status.as_str(),
+                c.reason.as_deref(),
+                c.message.as_deref()
+            ),
+            (
+                "PodScheduled",
+                "False",
+                Some("Unschedulable"),
+                Some("0/1 nodes")
+            )
+        );
+        assert_eq!(c.last_transition_time, Some(Time(now)));
+        p.status = Some(serde_json::from_value(json!({"conditions": [c]})).unwrap());
+        assert_eq!(unschedulable_condition(&p, "0/1 nodes", now), None);
+        // A new message keeps the transition time: the status did not change.
+        let later: Timestamp = "2026-01-01T00:05:00Z".parse().unwrap();
+        let c2 = unschedulable_condition(&p, "0/2 nodes", later).unwrap();
+        assert_eq!(c2.message.as_deref(), Some("0/2 nodes"));
+        assert_eq!(c2.last_transition_time, Some(Time(now)));
     }
 
     #[test]

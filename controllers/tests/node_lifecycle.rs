@@ -2,7 +2,11 @@
 //! temporary SQLite file), with every controller running as `knit server`
 //! runs them and a 1 s grace period: a node that stops renewing its Lease
 //! goes `Ready=Unknown`, its pods not ready and out of the Service's ready
-//! endpoints; a node whose Lease keeps being renewed stays as it is.
+//! endpoints; a node whose Lease keeps being renewed stays as it is. The
+//! lost node is tainted `unreachable`; a pod tolerating that for 1 s is
+//! evicted after it, one with the default 300 s stays, and the taints go
+//! when the node is Ready again. A `NoExecute` taint put on by hand evicts
+//! the pods that do not tolerate it at once.
 
 mod common;
 
@@ -10,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::Cluster;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod, Service, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use knit_controllers::ControllersConfig;
 use kube::Api;
@@ -251,4 +255,194 @@ async fn a_node_that_stops_renewing_its_lease_goes_unknown_and_its_pods_not_read
         Some(("True".into(), None))
     );
     renewer.abort();
+}
+
+async fn pod_on(pods: &Api<Pod>, name: &str, node: &str, tolerations: serde_json::Value) {
+    let pod = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"nodeName": node, "tolerations": tolerations,
+                 "containers": [{"name": "app", "image": "nginx"}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+}
+
+fn taints(node: &Node) -> Vec<Taint> {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default()
+}
+
+fn taint_keys(node: &Node) -> Vec<String> {
+    taints(node)
+        .iter()
+        .map(|t| format!("{}:{}", t.key, t.effect))
+        .collect()
+}
+
+async fn gone(pods: &Api<Pod>, name: &str) -> bool {
+    pods.get_opt(name).await.unwrap().is_none()
+}
+
+async fn evicted_event(events: &Api<Event>, pod: &str) -> bool {
+    events
+        .list(&ListParams::default().fields(&format!("involvedObject.name={pod}")))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .any(|e| {
+            e.reason.as_deref() == Some("TaintManagerEviction")
+                && e.message.as_deref() == Some(&format!("Marking for deletion Pod default/{pod}"))
+                && e.source.as_ref().and_then(|s| s.component.as_deref())
+                    == Some("taint-eviction-controller")
+        })
+}
+
+#[tokio::test]
+async fn a_lost_node_is_tainted_and_its_pods_evicted_as_their_tolerations_say() {
+    let cluster = cluster().await;
+    let client = cluster.client.clone();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let events: Api<Event> = Api::default_namespaced(client.clone());
+
+    for name in ["lost", "kept"] {
+        ready_node(&nodes, name).await;
+        renew(&leases, name).await;
+    }
+    // 1 s instead of the default 300 s, so the test stays fast.
+    pod_on(
+        &pods,
+        "quick",
+        "lost",
+        json!([{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                "effect": "NoExecute", "tolerationSeconds": 1}]),
+    )
+    .await;
+    pod_on(&pods, "patient", "lost", json!([])).await;
+    let patient = pods.get("patient").await.unwrap();
+    assert!(
+        patient
+            .spec
+            .unwrap()
+            .tolerations
+            .unwrap_or_default()
+            .iter()
+            .any(
+                |t| t.key.as_deref() == Some("node.kubernetes.io/unreachable")
+                    && t.toleration_seconds == Some(300)
+            ),
+        "the default toleration is there"
+    );
+    pod_on(&pods, "intolerant", "kept", json!([])).await;
+    pod_on(
+        &pods,
+        "tolerant",
+        "kept",
+        json!([{"key": "maintenance", "operator": "Exists", "effect": "NoExecute"}]),
+    )
+    .await;
+
+    let config = ControllersConfig {
+        node_monitor_grace: GRACE,
+        ..ControllersConfig::default()
+    };
+    let _controllers = tokio::spawn(knit_controllers::run(client.clone(), config));
+    let renewer = {
+        let leases = leases.clone();
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                renew(&leases, "kept").await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+
+    // "lost" stops renewing: unreachable, tainted with both effects.
+    eventually("lost is tainted unreachable", || async {
+        taint_keys(&nodes.get("lost").await.unwrap())
+            == [
+                "node.kubernetes.io/unreachable:NoSchedule",
+                "node.kubernetes.io/unreachable:NoExecute",
+            ]
+    })
+    .await;
+    let lost = nodes.get("lost").await.unwrap();
+    assert_eq!(
+        condition(&lost, "Ready").map(|c| c.0).as_deref(),
+        Some("Unknown")
+    );
+    let no_execute = &taints(&lost)[1];
+    assert!(no_execute.time_added.is_some(), "NoExecute is stamped");
+    let tainted_at = no_execute.time_added.as_ref().unwrap().0;
+
+    eventually("quick is evicted after its 1 s", || gone(&pods, "quick")).await;
+    let waited = jiff::Timestamp::now().duration_since(tainted_at);
+    assert!(
+        waited >= jiff::SignedDuration::from_secs(1),
+        "evicted only after tolerationSeconds, not at once ({waited:?})"
+    );
+    eventually("a TaintManagerEviction event on quick", || {
+        evicted_event(&events, "quick")
+    })
+    .await;
+    assert!(
+        !gone(&pods, "patient").await,
+        "300 s of toleration are not over"
+    );
+
+    // A NoExecute taint put on by hand, as `kubectl taint` does.
+    nodes
+        .patch(
+            "kept",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"taints": [{"key": "maintenance", "value": "true",
+                "effect": "NoExecute", "timeAdded": MicroTime(jiff::Timestamp::now()).0}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("intolerant is evicted at once", || {
+        gone(&pods, "intolerant")
+    })
+    .await;
+    eventually("a TaintManagerEviction event on intolerant", || {
+        evicted_event(&events, "intolerant")
+    })
+    .await;
+    assert!(!gone(&pods, "tolerant").await, "tolerated for good");
+    assert_eq!(
+        taint_keys(&nodes.get("kept").await.unwrap()),
+        ["maintenance:NoExecute"],
+        "a Ready node gets no condition taints"
+    );
+
+    // "lost" comes back: its agent renews and reports Ready; the taints go.
+    renew(&leases, "lost").await;
+    let back = json!({"status": {"conditions": [
+        {"type": "Ready", "status": "True", "reason": "KubeletReady"}]}});
+    nodes
+        .patch_status("lost", &PatchParams::default(), &Patch::Strategic(back))
+        .await
+        .unwrap();
+    let keep_renewing = {
+        let leases = leases.clone();
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                renew(&leases, "lost").await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    eventually("lost is untainted", || async {
+        taints(&nodes.get("lost").await.unwrap()).is_empty()
+    })
+    .await;
+    assert!(!gone(&pods, "patient").await);
+    renewer.abort();
+    keep_renewing.abort();
 }

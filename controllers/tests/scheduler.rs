@@ -1,7 +1,8 @@
 //! The scheduler against a whole API server in-process (a temporary SQLite
 //! file), through the real `kube` client: pods are bound to Ready nodes,
-//! spread by owner, and wait with a FailedScheduling event until a node
-//! matching their selector appears. Node readiness is written by hand
+//! spread by owner, and wait with a FailedScheduling event and a
+//! `PodScheduled=False` condition until a node matching their selector and
+//! taints appears, or they tolerate one. Node readiness is written by hand
 //! through the status subresource (no agent runs here).
 
 mod common;
@@ -173,7 +174,8 @@ async fn a_pod_no_node_matches_waits_until_one_does() {
                     && e.message.as_deref()
                         == Some(
                             "0/2 nodes are available: 1 node(s) didn't match Pod's node \
-                         affinity/selector, 1 node(s) were not ready.",
+                             affinity/selector, 1 node(s) were not ready. preemption: 0/2 nodes \
+                             are available: 2 Preemption is not helpful for scheduling.",
                         )
             })
     })
@@ -183,4 +185,96 @@ async fn a_pod_no_node_matches_waits_until_one_does() {
 
     add_node(&nodes, "node-3", true, json!({"disk": "ssd"})).await;
     assert_eq!(node_of(&pods, "picky").await, "node-3");
+}
+
+fn scheduled_condition(pod: &Pod) -> Option<(String, Option<String>, Option<String>)> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled")
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+async fn untolerated_taints_keep_pods_pending_until_tolerated_or_removed() {
+    let cluster = cluster().await;
+    let nodes: Api<Node> = Api::all(cluster.client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(cluster.client.clone());
+    let events: Api<Event> = Api::default_namespaced(cluster.client.clone());
+    add_node(&nodes, "node-1", true, json!({})).await;
+    add_node(&nodes, "node-2", false, json!({})).await;
+    nodes
+        .patch(
+            "node-1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"taints": [
+                {"key": "dedicated", "value": "db", "effect": "NoSchedule"}]}})),
+        )
+        .await
+        .unwrap();
+    add_pod(&pods, "db", json!({})).await;
+    add_pod(&pods, "web", json!({})).await;
+
+    let message = "0/2 nodes are available: 1 node(s) had untolerated taint(s), 1 node(s) were \
+                   not ready. preemption: 0/2 nodes are available: 2 Preemption is not helpful \
+                   for scheduling.";
+    for name in ["db", "web"] {
+        eventually(&format!("{name} is PodScheduled=False"), || async {
+            scheduled_condition(&pods.get(name).await.unwrap())
+                == Some((
+                    "False".into(),
+                    Some("Unschedulable".into()),
+                    Some(message.into()),
+                ))
+        })
+        .await;
+        eventually(&format!("a FailedScheduling event on {name}"), || async {
+            events_of(&events, name, "FailedScheduling")
+                .await
+                .iter()
+                .any(|e| e.message.as_deref() == Some(message))
+        })
+        .await;
+    }
+
+    // A toleration added to the pod (the one change Kubernetes allows) lets
+    // it onto the tainted node.
+    pods.patch(
+        "db",
+        &PatchParams::default(),
+        &Patch::Strategic(json!({"spec": {"tolerations": [
+            {"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(node_of(&pods, "db").await, "node-1");
+    assert_eq!(
+        scheduled_condition(&pods.get("db").await.unwrap()).map(|c| c.0),
+        Some("True".into())
+    );
+    assert!(
+        pods.get("web")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .node_name
+            .is_none(),
+        "web still does not tolerate the taint"
+    );
+
+    // Removing the taint is a node change: web is tried again and bound.
+    nodes
+        .patch(
+            "node-1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"taints": null}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(node_of(&pods, "web").await, "node-1");
+    // One FailedScheduling event per message, not one per attempt.
+    assert_eq!(events_of(&events, "web", "FailedScheduling").await.len(), 1);
 }
