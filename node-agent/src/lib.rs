@@ -15,6 +15,9 @@
 //!   [`sandbox::pod_sandbox`]) that turns a node's pod CIDR and a pod into
 //!   plain-data plans, and the appliers that make the kernel match them.
 //!
+//! - [`containers`]: the [`Containers`](containers::Containers) trait, the
+//!   boundary between the agent's loop and the process runtime.
+//!
 //! Nothing here talks to the API server; the agent's watch loop builds on
 //! these pieces: on each pod bound to the node, `pod_sandbox` +
 //! `apply_sandbox` (under `spawn_blocking`, with one long-lived
@@ -27,6 +30,7 @@
 //! host-gw routes fit [`Netlink::add_route`](netlink::Netlink::add_route)
 //! with [`PROTO_KNIT`](netlink::PROTO_KNIT).
 
+pub mod containers;
 pub mod error;
 pub mod netlink;
 pub mod netns;
