@@ -17,7 +17,9 @@
 //! `node.kubernetes.io/unreachable`, one whose `Ready` is `False`
 //! `node.kubernetes.io/not-ready`, each with the effects `NoSchedule` and
 //! `NoExecute` (the latter stamped with `timeAdded`); they go away when the
-//! node is `Ready` again. Then it does the taint eviction controller's
+//! node is `Ready` again. Pressure and `NetworkUnavailable` conditions give
+//! `NoSchedule` taints and a cordoned node `node.kubernetes.io/unschedulable`,
+//! as Kubernetes' TaintNodesByCondition does. Then it does the taint eviction controller's
 //! work: a pod on a Node with a `NoExecute` taint it does not tolerate is
 //! deleted with a `TaintManagerEviction` event; one that tolerates every
 //! such taint is deleted once the shortest `tolerationSeconds` among the
@@ -221,19 +223,61 @@ pub fn not_ready_conditions(pod: &Pod, now: Timestamp) -> Vec<PodCondition> {
     conditions
 }
 
-/// The condition taint the Node's `Ready` status calls for, if any: a
-/// Node that has not reported yet (no `Ready`) is left alone.
-fn condition_taint(node: &Node) -> Option<&'static str> {
-    let ready = node
+/// The `NoSchedule` taints other conditions call for when `True`, and the
+/// one a cordoned Node gets (Kubernetes' TaintNodesByCondition).
+const NO_SCHEDULE_CONDITIONS: &[(&str, &str)] = &[
+    ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
+    ("DiskPressure", "node.kubernetes.io/disk-pressure"),
+    ("PIDPressure", "node.kubernetes.io/pid-pressure"),
+    (
+        "NetworkUnavailable",
+        "node.kubernetes.io/network-unavailable",
+    ),
+];
+pub const UNSCHEDULABLE_TAINT: &str = crate::scheduler::UNSCHEDULABLE_TAINT;
+
+/// Every `(key, effect)` this controller owns: the others are the user's.
+fn managed(taint: &Taint) -> bool {
+    let key = taint.key.as_str();
+    let condition = key == UNREACHABLE_TAINT
+        || key == NOT_READY_TAINT
+        || key == UNSCHEDULABLE_TAINT
+        || NO_SCHEDULE_CONDITIONS.iter().any(|(_, k)| *k == key);
+    condition && matches!(taint.effect.as_str(), "NoSchedule" | "NoExecute")
+}
+
+/// The `(key, effect)` taints the Node's conditions and `unschedulable`
+/// call for. A Node that has not reported `Ready` yet gets none for it.
+fn condition_taints(node: &Node) -> Vec<(&'static str, &'static str)> {
+    let conditions = node
         .status
         .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))?;
-    match ready.status.as_str() {
-        "Unknown" => Some(UNREACHABLE_TAINT),
-        "False" => Some(NOT_READY_TAINT),
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let status = |type_: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| c.status.as_str())
+    };
+    let mut wanted = Vec::new();
+    let lost = match status("Ready") {
+        Some("Unknown") => Some(UNREACHABLE_TAINT),
+        Some("False") => Some(NOT_READY_TAINT),
         _ => None,
+    };
+    if let Some(key) = lost {
+        wanted.extend([(key, "NoSchedule"), (key, "NoExecute")]);
     }
+    for (type_, key) in NO_SCHEDULE_CONDITIONS {
+        if status(type_) == Some("True") {
+            wanted.push((*key, "NoSchedule"));
+        }
+    }
+    if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
+        wanted.push((UNSCHEDULABLE_TAINT, "NoSchedule"));
+    }
+    wanted
 }
 
 fn taints_of(node: &Node) -> &[Taint] {
@@ -243,32 +287,35 @@ fn taints_of(node: &Node) -> &[Taint] {
         .unwrap_or_default()
 }
 
-/// The Node's taints with the condition taints its `Ready` calls for
-/// (`NoSchedule` and `NoExecute`, the latter with `timeAdded: now`), the
-/// condition taints it no longer calls for removed and every other taint
-/// kept; `None` when nothing changes. Taints already there keep their
-/// `timeAdded`, so eviction deadlines do not move.
+/// The Node's taints with those its conditions call for: `unreachable`
+/// (`Ready=Unknown`) or `not-ready` (`Ready=False`) with the effects
+/// `NoSchedule` and `NoExecute` (the latter with `timeAdded: now`), a
+/// `NoSchedule` taint per pressure or `NetworkUnavailable` condition that
+/// is `True`, and `unschedulable` for a cordoned Node. Those no longer
+/// called for are removed and every other taint is kept; `None` when
+/// nothing changes. Taints already there keep their `timeAdded`, so
+/// eviction deadlines do not move.
 pub fn desired_taints(node: &Node, now: Timestamp) -> Option<Vec<Taint>> {
-    let wanted = condition_taint(node);
+    let wanted = condition_taints(node);
     let current = taints_of(node);
     let mut taints: Vec<Taint> = current
         .iter()
         .filter(|t| {
-            let ours = t.key == UNREACHABLE_TAINT || t.key == NOT_READY_TAINT;
-            !ours || (Some(t.key.as_str()) == wanted && t.effect != "PreferNoSchedule")
+            !managed(t)
+                || wanted
+                    .iter()
+                    .any(|(key, effect)| t.key == *key && t.effect == *effect)
         })
         .cloned()
         .collect();
-    if let Some(key) = wanted {
-        for effect in ["NoSchedule", "NoExecute"] {
-            if !taints.iter().any(|t| t.key == key && t.effect == effect) {
-                taints.push(Taint {
-                    key: key.into(),
-                    value: None,
-                    effect: effect.into(),
-                    time_added: (effect == "NoExecute").then_some(Time(now)),
-                });
-            }
+    for (key, effect) in wanted {
+        if !taints.iter().any(|t| t.key == key && t.effect == effect) {
+            taints.push(Taint {
+                key: key.into(),
+                value: None,
+                effect: effect.into(),
+                time_added: (effect == "NoExecute").then_some(Time(now)),
+            });
         }
     }
     (taints != current).then_some(taints)
@@ -775,6 +822,39 @@ mod tests {
                 now
             ),
             None
+        );
+    }
+
+    #[test]
+    fn pressure_and_cordons_give_no_schedule_taints() {
+        let now = at("2026-01-01T01:00:00Z");
+        let mut n = node("2026-01-01T00:00:00Z", Some("True"));
+        n.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].status = "True".into();
+        n.spec = Some(serde_json::from_value(json!({"unschedulable": true})).unwrap());
+        let taints = desired_taints(&n, now).unwrap();
+        assert_eq!(
+            keys(&taints),
+            [
+                "node.kubernetes.io/memory-pressure:NoSchedule",
+                "node.kubernetes.io/unschedulable:NoSchedule"
+            ]
+        );
+        assert!(taints.iter().all(|t| t.time_added.is_none()));
+        // Uncordoned, pressure gone: both go, a user's taint on the same key
+        // with another effect stays.
+        let mut fine = node("2026-01-01T00:00:00Z", Some("True"));
+        let mut with = taints.clone();
+        with.push(Taint {
+            effect: "PreferNoSchedule".into(),
+            ..taints[1].clone()
+        });
+        fine.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
+            taints: Some(with),
+            ..Default::default()
+        });
+        assert_eq!(
+            keys(&desired_taints(&fine, now).unwrap()),
+            ["node.kubernetes.io/unschedulable:PreferNoSchedule"]
         );
     }
 

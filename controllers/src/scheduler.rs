@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -45,6 +45,8 @@ pub const COMPONENT: &str = "default-scheduler";
 const RETRY: Duration = Duration::from_secs(1);
 /// How often pending pods are tried again.
 const RESYNC: Duration = Duration::from_secs(5);
+/// How long before a pod that keeps failing the same way is told so again.
+const RESAY: Duration = Duration::from_secs(300);
 
 /// The field manager of the scheduler's status writes.
 pub const MANAGER: &str = "default-scheduler";
@@ -354,9 +356,11 @@ pub struct Context {
     pub pods: Store<Pod>,
     /// Pods bound but not yet seen bound in the cache, and their node.
     pub assumed: Mutex<HashMap<Key, String>>,
-    /// The last FailedScheduling message per pod, so a retry that fails the
-    /// same way does not say it again.
-    pub failures: Mutex<HashMap<Key, String>>,
+    /// The last FailedScheduling message per pod and when it was said, so
+    /// a retry that fails the same way says it again (one more `count` on
+    /// the Event) only after [`RESAY`], as kube-scheduler retries
+    /// unschedulable pods every five minutes.
+    pub failures: Mutex<HashMap<Key, (String, Instant)>>,
 }
 
 fn pod_key(pod: &Pod) -> Key {
@@ -470,8 +474,17 @@ pub async fn reconcile(key: &Key, ctx: &Context) -> Result<(), Error> {
                 .failures
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(key.clone(), message.clone());
-            if said.as_deref() != Some(message.as_str()) {
+                .get(key)
+                .cloned();
+            let again = match said {
+                Some((said, at)) => said != message || at.elapsed() >= RESAY,
+                None => true,
+            };
+            if again {
+                ctx.failures
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key.clone(), (message.clone(), Instant::now()));
                 let note = Note {
                     type_: "Warning",
                     reason: "FailedScheduling",
