@@ -23,8 +23,8 @@ pub type Mutation<'a> = dyn Fn(&Value) -> Result<Option<Value>> + Send + Sync + 
 
 /// Applies `mutate` to the current object and stores the result, retrying on
 /// a concurrent write unless the caller pinned a `resourceVersion` (then a
-/// stale one is a 409). An object left deleting without finalizers is
-/// removed. Returns the object as stored (or as deleted).
+/// stale one is a 409). An object being deleted whose last finalizer goes
+/// is removed instead. Returns the object as stored (or as deleted).
 pub async fn guaranteed_update(
     state: &AppState,
     target: &Target,
@@ -41,6 +41,19 @@ pub async fn guaranteed_update(
         let Some(mut updated) = mutate(&current.value)? else {
             return Ok(current.value);
         };
+        // The last finalizer of an object being deleted is gone: the object
+        // is deleted instead of stored (as kube-apiserver does), so that no
+        // object is ever left marked with nothing to remove it, even when
+        // the request is cut short.
+        if is_deleting(&updated) && pending_finalizers(target.resource, &updated).is_empty() {
+            if dry_run {
+                return Ok(Arc::new(updated));
+            }
+            match remove(state, target, current.rev).await {
+                Err(ApiError::Conflict { .. }) if pinned_rv.is_none() => continue,
+                result => return result.map(|_| Arc::new(updated)),
+            }
+        }
         let reservation =
             state
                 .services
@@ -59,11 +72,6 @@ pub async fn guaranteed_update(
                 }
                 let services = &state.services;
                 services.release_unused(target.resource, &current.value, Some(&stored.value));
-                if is_deleting(&stored.value)
-                    && pending_finalizers(target.resource, &stored.value).is_empty()
-                {
-                    return remove(state, target, stored.rev).await;
-                }
                 return Ok(stored.value);
             }
             Err(StoreError::Conflict(_)) if pinned_rv.is_none() => continue,
