@@ -78,6 +78,8 @@ pub const TAINT_MANAGER_EVICTION: &str = "TaintManagerEviction";
 pub const EVICTION_COMPONENT: &str = "taint-eviction-controller";
 /// How long a failed reconcile waits before it is tried again.
 const RETRY: Duration = Duration::from_secs(1);
+/// How long a reconcile that lost a write race waits.
+const CONFLICT_RETRY: Duration = Duration::from_millis(100);
 /// Slack after a deadline before the Node is looked at again, so the
 /// re-check falls after it.
 const SLACK: Duration = Duration::from_millis(20);
@@ -619,6 +621,12 @@ pub async fn run(client: Client, config: ControllersConfig) {
             match reconcile(&key, &ctx).await {
                 Ok(Some(at)) => requeue_at(&queue, key, at),
                 Ok(None) => {}
+                // The cache was behind a write (say `kubectl uncordon`):
+                // the watch brings the new Node; look again shortly.
+                Err(Error::Api(kube::Error::Api(status))) if status.code == 409 => {
+                    tracing::debug!(node = %key.1, "node changed under the reconcile; retrying");
+                    queue.add_after(key, CONFLICT_RETRY);
+                }
                 Err(err) => {
                     tracing::warn!(node = %key.1, error = %err, "node lifecycle reconcile failed; retrying");
                     queue.add_after(key, RETRY);
