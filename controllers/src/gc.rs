@@ -524,9 +524,14 @@ async fn live_owner(
     })
 }
 
-/// A write's result with "already gone" taken as done.
-fn unless_gone<T>(result: Result<T, kube::Error>) -> Result<(), Error> {
-    Ok(crate::unless_gone(result)?)
+/// Whether a write happened; an object already gone needs none, so that
+/// is no failure either.
+fn written<T>(result: Result<T, kube::Error>) -> Result<bool, Error> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// Removes the references to `uids` from `item`'s owner references,
@@ -543,11 +548,12 @@ async fn drop_owners(client: &Client, item: &Item, uids: &[String]) -> Result<()
         ..PatchParams::default()
     };
     let api = item.kind.api(client, &item.namespace);
-    unless_gone(
-        api.patch(&item.name, &params, &Patch::Strategic(&patch))
-            .await,
-    )?;
-    tracing::info!(object = %format!("{}/{}", item.namespace, item.key().1), owners = ?uids, "owner references removed");
+    let result = api
+        .patch(&item.name, &params, &Patch::Strategic(&patch))
+        .await;
+    if written(result)? {
+        tracing::info!(object = %format!("{}/{}", item.namespace, item.key().1), owners = ?uids, "owner references removed");
+    }
     Ok(())
 }
 
@@ -564,8 +570,9 @@ async fn remove_finalizer(client: &Client, item: &Item, finalizer: &str) -> Resu
         ..PatchParams::default()
     };
     let api = item.kind.api(client, &item.namespace);
-    unless_gone(api.patch(&item.name, &params, &Patch::Merge(&patch)).await)?;
-    tracing::info!(object = %format!("{}/{}", item.namespace, item.key().1), finalizer, "finalizer removed");
+    if written(api.patch(&item.name, &params, &Patch::Merge(&patch)).await)? {
+        tracing::info!(object = %format!("{}/{}", item.namespace, item.key().1), finalizer, "finalizer removed");
+    }
     Ok(())
 }
 
@@ -581,8 +588,9 @@ async fn delete(client: &Client, item: &Item, policy: PropagationPolicy) -> Resu
         ..DeleteParams::default()
     };
     let api = item.kind.api(client, &item.namespace);
-    unless_gone(api.delete(&item.name, &params).await)?;
-    tracing::info!(object = %format!("{}/{}", item.namespace, item.key().1), ?policy, "garbage-collected");
+    if written(api.delete(&item.name, &params).await)? {
+        tracing::info!(object = %format!("{}/{}", item.namespace, item.key().1), ?policy, "garbage-collected");
+    }
     Ok(())
 }
 
