@@ -4,6 +4,7 @@
 //! lab join them as subcommands.
 
 mod kubectl;
+mod lab;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +51,9 @@ enum Command {
     /// Run the controllers against an API server (`knit server` runs them
     /// in-process unless started with `--no-controllers`).
     Controllers(ControllersArgs),
+    /// Build, inspect and remove whole clusters on this host, out of
+    /// network namespaces.
+    Lab(lab::LabArgs),
 }
 
 #[derive(Debug, Args)]
@@ -230,5 +234,6 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Apply(args) => Ok(kubectl::exit_code(kubectl::apply::apply(&args).await)),
         Command::Delete(args) => Ok(kubectl::exit_code(kubectl::apply::delete(&args).await)),
         Command::Logs(args) => Ok(kubectl::exit_code(kubectl::logs(&args).await)),
+        Command::Lab(args) => lab::run(args).await,
     }
 }

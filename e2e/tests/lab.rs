@@ -1,0 +1,500 @@
+//! `knit lab` on the real kernel: a lab's underlay (switch namespace,
+//! nodes, external client, the one host link), its API server and agents,
+//! `status -o json`, `exec`, two labs side by side, and `down` leaving
+//! nothing behind, also after a crash.
+//!
+//! Root only: without root the tests print `SKIP: needs root` and pass,
+//! except under `CI=true`. Every test uses its own lab names and subnets
+//! (from the test process's pid) and removes its labs in a Drop guard.
+//! Traffic stays inside the labs: pings go to lab addresses only, and the
+//! check that nothing outside is reachable asks the routing table
+//! (`ip route get`) without sending a packet.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Any single command of these tests must finish within this.
+const COMMAND_LIMIT: Duration = Duration::from_secs(180);
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// `true` when the test may run; prints the SKIP line otherwise.
+fn root_or_skip() -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "the lab tests need root, and CI=true must run them"
+    );
+    eprintln!("SKIP: needs root");
+    false
+}
+
+/// Runs `cmd` to its end within [`COMMAND_LIMIT`] (killed after that).
+fn run(cmd: &mut Command) -> Output {
+    let shown = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    let start = Instant::now();
+    while child.try_wait().expect("waiting on a child").is_none() {
+        if start.elapsed() > COMMAND_LIMIT {
+            let _ = child.kill();
+            panic!("{shown} still running after {COMMAND_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+        .wait_with_output()
+        .expect("collecting a child's output")
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+/// Runs `cmd` and fails the test unless it succeeds; its stdout.
+fn ok(cmd: &mut Command) -> String {
+    let shown = format!("{cmd:?}");
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{shown} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn knit() -> Command {
+    Command::new(knit_e2e::knit_bin())
+}
+
+fn ip(args: &[&str]) -> String {
+    ok(Command::new("ip").args(args))
+}
+
+/// Whether `knit agent` exists in this build.
+fn agent_available() -> bool {
+    run(knit().args(["agent", "--help"])).status.success()
+}
+
+/// A lab this test made; dropping it runs `knit lab down`.
+struct Lab {
+    name: String,
+    subnet: String,
+}
+
+impl Lab {
+    /// A name and a /24 unique to this test process and `n`.
+    fn new(n: u8) -> Self {
+        let pid = std::process::id();
+        Lab {
+            name: format!("e{}x{n}", pid % 100_000),
+            subnet: format!("10.{}.{}.0/24", 200 + pid % 50, 10 + u32::from(n)),
+        }
+    }
+
+    /// The subnet's address `host` (`.1`, `.2`, ...).
+    fn addr(&self, host: u8) -> String {
+        let net = self.subnet.trim_end_matches("0/24");
+        format!("{net}{host}")
+    }
+
+    fn up(&self, nodes: usize, extra: &[&str]) -> Output {
+        run(knit()
+            .args(["lab", "up", "--name", &self.name, "--subnet", &self.subnet])
+            .args(["--nodes", &nodes.to_string(), "--timeout", "90"])
+            .args(extra))
+    }
+
+    fn exec(&self, host: &str, cmd: &[&str]) -> Output {
+        run(knit()
+            .args(["lab", "exec", "--name", &self.name, host, "--"])
+            .args(cmd))
+    }
+
+    fn ping(&self, from: &str, to: &str) {
+        let out = self.exec(from, &["ping", "-c", "1", "-W", "2", to]);
+        assert!(
+            out.status.success(),
+            "lab {}: {from} cannot ping {to}:\n{}{}",
+            self.name,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+
+    fn status(&self) -> Value {
+        let out = ok(knit().args(["lab", "status", "--name", &self.name, "-o", "json"]));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("status is not JSON ({e}):\n{out}"))
+    }
+
+    fn down(&self) -> String {
+        let out = run(knit().args(["lab", "down", "--name", &self.name]));
+        assert!(
+            out.status.success(),
+            "lab down {} failed:\n{}",
+            self.name,
+            text(&out.stderr)
+        );
+        text(&out.stderr)
+    }
+
+    fn netns_prefix(&self) -> String {
+        format!("knl-{}.", self.name)
+    }
+
+    fn host_link(&self) -> String {
+        format!("kl-{}", self.name)
+    }
+
+    /// The lab's namespaces now on the host.
+    fn namespaces(&self) -> BTreeSet<String> {
+        ip(&["netns", "list"])
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&self.netns_prefix()))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn has_host_link(&self) -> bool {
+        ip(&["-o", "link", "show"]).lines().any(|l| {
+            l.split(':')
+                .nth(1)
+                .map(|n| n.trim().split('@').next() == Some(&self.host_link()))
+                == Some(true)
+        })
+    }
+
+    /// The daemons' pids from the lab's state file.
+    fn recorded_pids(&self, dir: &Path) -> Vec<u32> {
+        let state: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("lab.json")).expect("the lab's state file"),
+        )
+        .expect("lab.json is JSON");
+        state["daemons"]
+            .as_array()
+            .expect("daemons")
+            .iter()
+            .map(|d| d["pid"].as_u64().expect("a pid") as u32)
+            .collect()
+    }
+
+    /// Asserts that nothing of the lab is left on the host.
+    fn assert_gone(&self, dir: &Path, pids: &[u32]) {
+        assert_eq!(self.namespaces(), BTreeSet::new(), "namespaces left");
+        assert!(!self.has_host_link(), "link {} left", self.host_link());
+        for pid in pids {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next());
+            assert!(
+                matches!(state, None | Some("Z")),
+                "process {pid} of lab {} still running",
+                self.name
+            );
+        }
+        assert!(!dir.exists(), "{} left", dir.display());
+        assert!(
+            !Path::new("/run/knit-lab").join(&self.name).exists(),
+            "pointer file left"
+        );
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = run(knit().args(["lab", "down", "--name", &self.name]));
+    }
+}
+
+fn default_dir(name: &str) -> PathBuf {
+    Path::new("/var/lib/knit-lab").join(name)
+}
+
+/// The article's lab: two nodes (with agents when `knit agent` exists),
+/// the underlay, status, exec and a clean `down`.
+#[test]
+fn two_node_lab_comes_up_and_goes_away_without_a_trace() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let agents = agent_available();
+    let extra: &[&str] = if agents { &[] } else { &["--no-agents"] };
+    eprintln!(
+        "lab {}: agents {}",
+        lab.name,
+        if agents {
+            "on"
+        } else {
+            "off (no `knit agent` yet)"
+        }
+    );
+    let out = lab.up(2, extra);
+    assert!(
+        out.status.success(),
+        "lab up failed:\n{}\n{}",
+        text(&out.stderr),
+        text(&out.stdout)
+    );
+    let dir = default_dir(&lab.name);
+    let pids = lab.recorded_pids(&dir);
+    assert_eq!(
+        pids.len(),
+        if agents { 3 } else { 1 },
+        "server and agents recorded"
+    );
+
+    // The namespaces, and in the root namespace one link with the first
+    // address and only the connected route.
+    let p = lab.netns_prefix();
+    let expected: BTreeSet<String> = ["sw", "n1", "n2", "ext"]
+        .iter()
+        .map(|s| format!("{p}{s}"))
+        .collect();
+    let found = lab.namespaces();
+    assert!(
+        expected.is_subset(&found),
+        "namespaces {found:?}, expected {expected:?}"
+    );
+    let addrs = ip(&["-o", "-4", "addr", "show", "dev", &lab.host_link()]);
+    assert!(
+        addrs.contains(&format!("{}/24", lab.addr(1))),
+        "host link addresses: {addrs}"
+    );
+    let routes = ip(&["-4", "route", "show", "dev", &lab.host_link()]);
+    assert_eq!(
+        routes.lines().count(),
+        1,
+        "routes via the host link: {routes}"
+    );
+    assert!(routes.starts_with(&lab.subnet), "host link route: {routes}");
+
+    // The underlay: nodes reach each other and the host, ext reaches the nodes.
+    let (host, n1, n2, ext) = (lab.addr(1), lab.addr(2), lab.addr(3), lab.addr(254));
+    lab.ping("1", &n2);
+    lab.ping("2", &n1);
+    lab.ping(&format!("{}-node-1", lab.name), &host);
+    lab.ping("2", &host);
+    lab.ping("ext", &n1);
+    lab.ping("ext", &n2);
+    lab.ping("1", &ext);
+    // Nothing outside the lab has a route: asked, not sent.
+    for host in ["1", "2", "ext"] {
+        let out = lab.exec(host, &["ip", "route", "get", "192.0.2.1"]);
+        assert!(
+            !out.status.success(),
+            "{host} has a route out: {}",
+            text(&out.stdout)
+        );
+        let routes = text(&lab.exec(host, &["ip", "route"]).stdout);
+        assert!(
+            !routes.contains("default"),
+            "{host} has a default route: {routes}"
+        );
+    }
+
+    // exec runs in the right namespace and passes exit codes through.
+    let eth0 = lab.exec("2", &["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
+    assert!(
+        text(&eth0.stdout).contains(&format!("{n2}/24")),
+        "node 2's eth0: {}",
+        text(&eth0.stdout)
+    );
+    assert_eq!(
+        lab.exec("1", &["sh", "-c", "exit 7"]).status.code(),
+        Some(7)
+    );
+    assert_eq!(lab.exec("ext", &["true"]).status.code(), Some(0));
+    let nobody = lab.exec("3", &["true"]);
+    assert!(
+        !nobody.status.success(),
+        "exec on a node that does not exist succeeded"
+    );
+    assert!(
+        text(&nobody.stderr).contains("no host"),
+        "{}",
+        text(&nobody.stderr)
+    );
+
+    // status -o json.
+    let status = lab.status();
+    assert_eq!(status["name"], lab.name.as_str());
+    let kubeconfig = status["kubeconfig"].as_str().expect("kubeconfig");
+    assert_eq!(Path::new(kubeconfig), dir.join("kubeconfig"));
+    let nodes = status["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 2);
+    let mut cidrs = BTreeSet::new();
+    for (i, node) in nodes.iter().enumerate() {
+        assert_eq!(
+            node["name"],
+            format!("{}-node-{}", lab.name, i + 1).as_str()
+        );
+        assert_eq!(node["netns"], format!("{p}n{}", i + 1).as_str());
+        assert_eq!(node["ip"], lab.addr(2 + i as u8).as_str());
+        if agents {
+            let cidr = node["podCIDR"].as_str().expect("a podCIDR with agents");
+            assert!(cidr.starts_with("10."), "podCIDR {cidr}");
+            cidrs.insert(cidr.to_string());
+        } else {
+            assert!(
+                node["podCIDR"].is_null(),
+                "podCIDR without agents: {}",
+                node["podCIDR"]
+            );
+        }
+    }
+    if agents {
+        assert_eq!(cidrs.len(), 2, "distinct podCIDRs");
+    }
+    assert_eq!(status["external"]["netns"], format!("{p}ext").as_str());
+    assert_eq!(status["external"]["ip"], ext.as_str());
+
+    // The kubeconfig works from the host.
+    let nodes_out = ok(knit()
+        .args(["get", "nodes", "-o", "name"])
+        .env("KUBECONFIG", kubeconfig));
+    if agents {
+        for i in 1..=2 {
+            assert!(
+                nodes_out.contains(&format!("{}-node-{i}", lab.name)),
+                "{nodes_out}"
+            );
+        }
+    }
+
+    // down: nothing left; a second down is fine and says so.
+    lab.down();
+    lab.assert_gone(&dir, &pids);
+    let again = lab.down();
+    assert!(again.contains("nothing to remove"), "second down: {again}");
+}
+
+/// Two labs with different names and subnets at once, one with its own
+/// directory; a third on a taken subnet is refused without leaving
+/// anything.
+#[test]
+fn two_labs_side_by_side() {
+    if !root_or_skip() {
+        return;
+    }
+    let a = Lab::new(2);
+    let b = Lab::new(3);
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let b_dir = tmp.path().join("lab-b");
+    let out = a.up(1, &["--no-agents"]);
+    assert!(out.status.success(), "lab a: {}", text(&out.stderr));
+    let out = b.up(
+        2,
+        &["--no-agents", "--dir", b_dir.to_str().expect("utf-8 path")],
+    );
+    assert!(out.status.success(), "lab b: {}", text(&out.stderr));
+
+    a.ping("1", &a.addr(1));
+    a.ping("ext", &a.addr(2));
+    b.ping("2", &b.addr(1));
+    b.ping("1", &b.addr(3));
+    // The labs do not see each other.
+    let out = a.exec("1", &["ip", "route", "get", &b.addr(2)]);
+    assert!(
+        !out.status.success(),
+        "lab a routes to lab b: {}",
+        text(&out.stdout)
+    );
+    // Found by name alone, although b lives in its own directory.
+    assert_eq!(
+        b.status()["kubeconfig"],
+        b_dir.join("kubeconfig").to_str().expect("utf-8")
+    );
+
+    // A lab on a's subnet is refused and leaves nothing.
+    let c = Lab {
+        name: format!("{}c", a.name),
+        subnet: a.subnet.clone(),
+    };
+    let out = c.up(1, &["--no-agents"]);
+    assert!(!out.status.success(), "a lab on a taken subnet came up");
+    assert!(
+        text(&out.stderr).contains("overlaps"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(c.namespaces().is_empty() && !c.has_host_link());
+    assert!(!default_dir(&c.name).exists());
+
+    let a_pids = a.recorded_pids(&default_dir(&a.name));
+    a.down();
+    a.assert_gone(&default_dir(&a.name), &a_pids);
+    // b is untouched.
+    b.ping("1", &b.addr(2));
+    b.ping("ext", &b.addr(1));
+    let b_pids = b.recorded_pids(&b_dir);
+    b.down();
+    b.assert_gone(&b_dir, &b_pids);
+}
+
+/// After a crash (the server killed, the state file lost) `down` still
+/// finds and removes everything by name.
+#[test]
+fn down_cleans_up_after_a_crash() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(4);
+    let out = lab.up(1, &["--no-agents"]);
+    assert!(out.status.success(), "lab up: {}", text(&out.stderr));
+    let dir = default_dir(&lab.name);
+    let pids = lab.recorded_pids(&dir);
+    // A stray process inside a node, as a pod process would be.
+    let stray = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("{}n1", lab.netns_prefix()),
+            "sleep",
+            "300",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("a stray process");
+    // The state is lost; a second `up` must refuse while leftovers exist.
+    std::fs::remove_file(dir.join("lab.json")).expect("removing the state file");
+    let again = lab.up(1, &["--no-agents"]);
+    assert!(!again.status.success(), "up over leftovers succeeded");
+    assert!(
+        text(&again.stderr).contains("leftovers"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    let mut all = pids.clone();
+    all.push(stray.id());
+    lab.down();
+    let mut stray = stray;
+    let _ = stray.wait();
+    lab.assert_gone(&dir, &all);
+}
