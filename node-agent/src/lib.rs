@@ -17,6 +17,10 @@
 //!
 //! - [`containers`]: the [`Containers`](containers::Containers) trait, the
 //!   boundary between the agent's loop and the process runtime.
+//! - [`runtime`]: [`ProcessRuntime`](runtime::ProcessRuntime), which runs
+//!   containers as processes in their pod's namespaces (restarts, back-off,
+//!   CRI-format logs, re-adoption after an agent restart), and [`probe`]:
+//!   startup, liveness and readiness probes.
 //!
 //! Nothing here talks to the API server; the agent's watch loop builds on
 //! these pieces: on each pod bound to the node, `pod_sandbox` +
@@ -34,6 +38,8 @@ pub mod containers;
 pub mod error;
 pub mod netlink;
 pub mod netns;
+pub mod probe;
+pub mod runtime;
 pub mod sandbox;
 
 pub use error::{Error, Result};
