@@ -385,11 +385,85 @@ fn two_node_lab_comes_up_and_goes_away_without_a_trace() {
         }
     }
 
+    // With agents: a pod on node 2 gets a sandbox under the node's
+    // prefix and is reached from node 1 across the routes; `down` must
+    // remove its namespace and processes too.
+    let mut pids = pids;
+    if agents {
+        pids.extend(pod_on_node_2(&lab, kubeconfig));
+    }
+
     // down: nothing left; a second down is fine and says so.
     lab.down();
     lab.assert_gone(&dir, &pids);
     let again = lab.down();
     assert!(again.contains("nothing to remove"), "second down: {again}");
+}
+
+/// Starts a web server pod on node 2, waits until node 1 fetches it by
+/// its pod IP, and returns the pids in its sandbox.
+fn pod_on_node_2(lab: &Lab, kubeconfig: &str) -> Vec<u32> {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let manifest = tmp.path().join("pod.yaml");
+    let node = format!("{}-node-2", lab.name);
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: lab-web\nspec:\n  nodeName: {node}\n  \
+             containers:\n  - name: web\n    image: python\n    \
+             command: [python3, -m, http.server, \"8080\"]\n"
+        ),
+    )
+    .expect("writing the pod manifest");
+    let applied = run(knit()
+        .args(["apply", "-f"])
+        .arg(&manifest)
+        .env("KUBECONFIG", kubeconfig));
+    assert!(applied.status.success(), "apply: {}", text(&applied.stderr));
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pod_ip = loop {
+        let out = run(knit()
+            .args(["get", "pod", "lab-web", "-o", "json"])
+            .env("KUBECONFIG", kubeconfig));
+        let pod: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if let Some(ip) = pod["status"]["podIP"].as_str() {
+            break ip.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod lab-web has no IP after 60 s: {pod}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let fetch = format!(
+        "import urllib.request as u; print(u.urlopen('http://{pod_ip}:8080/', timeout=2).status)"
+    );
+    loop {
+        let out = lab.exec("1", &["python3", "-c", &fetch]);
+        if out.status.success() && text(&out.stdout).trim() == "200" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 1 cannot fetch http://{pod_ip}:8080/: {}",
+            text(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let sandboxes: Vec<String> = lab
+        .namespaces()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{}n2.", lab.netns_prefix())))
+        .collect();
+    assert_eq!(sandboxes.len(), 1, "node 2's sandboxes: {sandboxes:?}");
+    let pids = ip(&["netns", "pids", &sandboxes[0]]);
+    let pids: Vec<u32> = pids
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert!(!pids.is_empty(), "no process in the pod's sandbox");
+    pids
 }
 
 /// Two labs with different names and subnets at once, one with its own
