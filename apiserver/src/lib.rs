@@ -11,6 +11,7 @@ pub mod meta;
 pub mod namespaces;
 pub mod objects;
 pub mod openapi;
+pub mod pod_logs;
 pub mod request;
 pub mod server;
 pub mod services;
@@ -226,6 +227,9 @@ async fn handle(state: &AppState, request: Request) -> Result<Response> {
         return discovery::resource_list(group, version)
             .map(|v| json_response(StatusCode::OK, &v))
             .ok_or(ApiError::UnknownResource);
+    }
+    if let Some((namespace, name)) = pod_logs::route(group, version, &rest) {
+        return pod_logs::get(state, &parts.method, namespace, name, parts.uri.query()).await;
     }
     let target = Target::parse(group, version, &rest)?;
     let params = Params::parse(parts.uri.query()).with_user_agent(&parts.headers);
