@@ -3,6 +3,7 @@
 //! `apply`, `delete` and `logs` are the kubectl-lite; node agents and the
 //! lab join them as subcommands.
 
+mod agent;
 mod kubectl;
 mod lab;
 
@@ -51,6 +52,9 @@ enum Command {
     /// Run the controllers against an API server (`knit server` runs them
     /// in-process unless started with `--no-controllers`).
     Controllers(ControllersArgs),
+    /// Run one node: its pods' sandboxes and containers, its routes, its
+    /// Node and Lease.
+    Agent(agent::AgentArgs),
     /// Build, inspect and remove whole clusters on this host, out of
     /// network namespaces.
     Lab(lab::LabArgs),
@@ -190,12 +194,24 @@ async fn termination() {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    // `knit agent --netns` must switch namespace while this is the only
+    // thread, so the runtime is built by hand afterwards.
+    if let Command::Agent(args) = &cli.command {
+        agent::enter_netns(args)?;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // The server logs its work; the client verbs speak only when asked.
     let default_filter = match cli.command {
-        Command::Server(_) | Command::Controllers(_) => "info",
+        Command::Server(_) | Command::Controllers(_) | Command::Agent(_) => "info",
         // kube's connector logs refused connections at ERROR; the verbs
         // report those themselves, naming the server.
         _ => "warn,kube_client=off",
@@ -229,6 +245,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             .map(|()| ExitCode::SUCCESS)
         }
         Command::Controllers(args) => controllers(&args).await.map(|()| ExitCode::SUCCESS),
+        Command::Agent(args) => agent::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Get(args) => Ok(kubectl::exit_code(kubectl::get::run(&args).await)),
         Command::Describe(args) => Ok(kubectl::exit_code(kubectl::describe::run(&args).await)),
         Command::Apply(args) => Ok(kubectl::exit_code(kubectl::apply::apply(&args).await)),

@@ -34,11 +34,13 @@
 //! host-gw routes fit [`Netlink::add_route`](netlink::Netlink::add_route)
 //! with [`PROTO_KNIT`](netlink::PROTO_KNIT).
 
+pub mod agent;
 pub mod containers;
 pub mod error;
 pub mod netlink;
 pub mod netns;
 pub mod probe;
+pub mod routes;
 pub mod runtime;
 pub mod sandbox;
 

@@ -1,0 +1,92 @@
+//! `knit agent`: one node. Parses its flags, enters the node's network
+//! namespace (`--netns`) while the process still has one thread, then runs
+//! the node agent's loop ([`knit_node_agent::agent::run`]) with the
+//! process runtime against the API server named by a kubeconfig.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use knit_node_agent::agent::{self, AgentConfig, podfiles::ClusterDns};
+use knit_node_agent::runtime::{Options, ProcessRuntime};
+
+/// The flags of `knit agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The kubeconfig of the API server (its server URL and credentials).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// The Node's name.
+    #[arg(long)]
+    node_name: String,
+    /// The node's address: its InternalIP, where the log endpoint listens.
+    #[arg(long)]
+    node_ip: Ipv4Addr,
+    /// Run inside the named network namespace (`/run/netns/NAME`), entered
+    /// before anything else starts: the node's own network.
+    #[arg(long, value_name = "NAME")]
+    netns: Option<String>,
+    /// Where the agent keeps its state [default: /var/lib/knit-agent/<node>].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// The port of the log endpoint (`/containerLogs`, `/healthz`).
+    #[arg(long, default_value_t = 10250)]
+    port: u16,
+    /// The prefix of the pods' network namespace names, so nodes sharing
+    /// a host do not collide.
+    #[arg(long, default_value = "knit-", value_name = "P")]
+    sandbox_prefix: String,
+    /// The interface whose MTU the pod network takes [default: the one
+    /// holding --node-ip].
+    #[arg(long, value_name = "IFACE")]
+    uplink: Option<String>,
+    /// The cluster DNS address pods' resolv.conf names.
+    #[arg(long, default_value = "10.3.240.10")]
+    cluster_dns: Ipv4Addr,
+    /// The cluster's DNS zone.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+}
+
+/// Moves the calling thread — the main thread, before any other exists,
+/// so every thread started later inherits it — into `--netns`.
+pub fn enter_netns(args: &AgentArgs) -> anyhow::Result<()> {
+    let Some(name) = &args.netns else {
+        return Ok(());
+    };
+    let path = PathBuf::from(knit_node_agent::netns::RUN_DIR).join(name);
+    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("entering network namespace {}", path.display()))
+}
+
+/// Runs the agent until SIGINT/SIGTERM or a fatal error.
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)
+        .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .with_context(|| format!("using {}", args.kubeconfig.display()))?;
+    let client = kube::Client::try_from(config).context("building the API client")?;
+    let mut config = AgentConfig::new(&args.node_name, args.node_ip);
+    if let Some(dir) = args.state_dir {
+        config.state_dir = dir;
+    }
+    config.port = args.port;
+    config.sandbox_prefix = args.sandbox_prefix;
+    config.uplink = args.uplink;
+    config.dns = ClusterDns {
+        nameserver: args.cluster_dns,
+        domain: args.cluster_domain,
+    };
+    let runtime = ProcessRuntime::new(Options::new(config.state_dir.join("runtime")))
+        .map_err(|e| anyhow::anyhow!("starting the process runtime: {e}"))?;
+    let runtime = Arc::new(runtime);
+    tokio::select! {
+        result = agent::run(client, config, runtime) => result.context("knit agent"),
+        // Pods keep running: the agent's restart picks them up.
+        () = crate::termination() => Ok(()),
+    }
+}
