@@ -647,3 +647,60 @@ async fn a_new_runtime_adopts_running_containers() -> Result<()> {
     drop(dir);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_startup_probe_gates_readiness_and_restarts_when_it_gives_up() -> Result<()> {
+    if !have_root() {
+        return Ok(());
+    }
+    let ns = PodNetns::new()?;
+    let h = Harness::new(Backoff::default())?;
+    let p = pod(
+        "slow",
+        "u-slow",
+        json!({
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "app",
+                "command": ["sleep", "300"],
+                "startupProbe": {"exec": {"command": ["test", "-f", "started"]},
+                                 "periodSeconds": 1, "failureThreshold": 2},
+                "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}
+            }]
+        }),
+    );
+    h.runtime.sync(&p, &ns.sandbox()).await?;
+    let c = wait(
+        Duration::from_secs(8),
+        "the startup probe to give up",
+        || {
+            let s = h.runtime.status("u-slow")?;
+            let c = container(&s, "app").clone();
+            (c.restart_count == 1).then_some(c)
+        },
+    )
+    .await?;
+    assert_eq!(last_code(&c), Some(143));
+    let events = h.runtime.take_events("u-slow");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message == "Container app failed startup probe, will be restarted"),
+        "{events:?}"
+    );
+    // Readiness never ran while the startup probe had not passed.
+    assert!(!events.iter().any(|e| e.message.starts_with("Readiness")));
+    let status = h.runtime.status("u-slow").context("status")?;
+    assert_eq!(container(&status, "app").started, Some(false));
+    assert!(!status.ready);
+
+    std::fs::write(h.runtime.state_dir().join("pods/u-slow/work/started"), "")?;
+    let status = wait(Duration::from_secs(5), "started and ready", || {
+        let s = h.runtime.status("u-slow")?;
+        s.ready.then_some(s)
+    })
+    .await?;
+    assert_eq!(container(&status, "app").started, Some(true));
+    assert_eq!(container(&status, "app").restart_count, 1);
+    Ok(())
+}
