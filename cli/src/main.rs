@@ -98,6 +98,10 @@ struct ServerArgs {
     /// elsewhere instead).
     #[arg(long)]
     no_controllers: bool,
+    /// Which controllers run, as kube-controller-manager's flag: `*` for
+    /// all, `name` to add one, `-name` to leave one out (`*,-scheduler`).
+    #[arg(long, default_value = "*", value_name = "LIST")]
+    controllers: knit_controllers::Selection,
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +122,10 @@ struct ControllersArgs {
     /// unknown and its pods not ready.
     #[arg(long, default_value_t = 15, value_name = "SECONDS")]
     node_monitor_grace_period: u64,
+    /// Which controllers run, as kube-controller-manager's flag: `*` for
+    /// all, `name` to add one, `-name` to leave one out (`*,-scheduler`).
+    #[arg(long, default_value = "*", value_name = "LIST")]
+    controllers: knit_controllers::Selection,
 }
 
 /// The controllers' configuration from the flags, refused early when the
@@ -127,6 +135,7 @@ fn controllers_config(
     node_mask: u8,
     service_cidr: knit_ipam::Cidr,
     node_monitor_grace_seconds: u64,
+    enabled: knit_controllers::Selection,
 ) -> anyhow::Result<knit_controllers::ControllersConfig> {
     anyhow::ensure!(
         node_monitor_grace_seconds > 0,
@@ -137,6 +146,7 @@ fn controllers_config(
         node_mask,
         service_cidr,
         node_monitor_grace: Duration::from_secs(node_monitor_grace_seconds),
+        enabled,
     };
     knit_ipam::NodeCidrAllocator::new(config.node_cidrs())
         .context("--cluster-cidr / --node-cidr-mask-size")?;
@@ -156,6 +166,7 @@ async fn controllers(args: &ControllersArgs) -> anyhow::Result<()> {
         args.node_cidr_mask_size,
         args.service_cidr,
         args.node_monitor_grace_period,
+        args.controllers,
     )?;
     tokio::select! {
         () = knit_controllers::run(client, config) => {}
@@ -233,6 +244,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 args.node_cidr_mask_size,
                 args.service_cidr,
                 args.node_monitor_grace_period,
+                args.controllers,
             )?;
             serve_with(args.config(), termination(), move |router| {
                 if in_process {

@@ -50,6 +50,8 @@ pub struct ControllersConfig {
     /// How long a Node's Lease may go unrenewed before its status is
     /// unknown.
     pub node_monitor_grace: Duration,
+    /// Which controllers run.
+    pub enabled: Selection,
 }
 
 /// The default node monitor grace period.
@@ -65,6 +67,7 @@ impl Default for ControllersConfig {
                 .parse()
                 .expect("valid default"),
             node_monitor_grace: DEFAULT_NODE_MONITOR_GRACE,
+            enabled: Selection::ALL,
         }
     }
 }
@@ -90,15 +93,122 @@ pub(crate) fn unless_gone<T>(result: Result<T, kube::Error>) -> Result<(), kube:
     }
 }
 
-/// Runs every controller concurrently until the future is dropped.
+/// The controllers by the names `--controllers` takes.
+pub const NAMES: [&str; 7] = [
+    "deployment",
+    "endpoints",
+    "garbage-collector",
+    "node-ipam",
+    "node-lifecycle",
+    "replicaset",
+    "scheduler",
+];
+
+/// A set of controllers, parsed from a list like kube-controller-manager's
+/// `--controllers`: `*` is every controller, `name` adds one, `-name`
+/// removes one (`*,-scheduler`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Selection(u8);
+
+impl Selection {
+    /// Every controller.
+    pub const ALL: Selection = Selection((1 << NAMES.len()) - 1);
+
+    /// Whether the controller called `name` runs.
+    pub fn has(self, name: &str) -> bool {
+        NAMES
+            .iter()
+            .position(|n| *n == name)
+            .is_some_and(|i| self.0 & (1 << i) != 0)
+    }
+
+    /// The names of the controllers that run.
+    pub fn names(self) -> Vec<&'static str> {
+        NAMES.into_iter().filter(|n| self.has(n)).collect()
+    }
+}
+
+impl std::str::FromStr for Selection {
+    type Err = String;
+
+    fn from_str(list: &str) -> Result<Self, Self::Err> {
+        let mut bits = 0u8;
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            if item == "*" {
+                bits = Selection::ALL.0;
+                continue;
+            }
+            let (remove, name) = match item.strip_prefix('-') {
+                Some(name) => (true, name),
+                None => (false, item),
+            };
+            let Some(i) = NAMES.iter().position(|n| *n == name) else {
+                return Err(format!(
+                    "unknown controller {name:?}; known: {}",
+                    NAMES.join(", ")
+                ));
+            };
+            if remove {
+                bits &= !(1 << i);
+            } else {
+                bits |= 1 << i;
+            }
+        }
+        if bits == 0 {
+            return Err(format!(
+                "{list:?} selects no controller; known: *, {}",
+                NAMES.join(", ")
+            ));
+        }
+        Ok(Selection(bits))
+    }
+}
+
+/// Runs the selected controllers concurrently until the future is dropped.
 pub async fn run(client: Client, config: ControllersConfig) {
+    let on = |name| config.enabled.has(name);
     tokio::join!(
-        deployment::run(client.clone()),
-        endpoints::run(client.clone()),
-        gc::run(client.clone()),
-        replicaset::run(client.clone()),
-        node_ipam::run(client.clone(), config),
-        node_lifecycle::run(client.clone(), config),
-        scheduler::run(client),
+        only(on("deployment"), deployment::run(client.clone())),
+        only(on("endpoints"), endpoints::run(client.clone())),
+        only(on("garbage-collector"), gc::run(client.clone())),
+        only(on("replicaset"), replicaset::run(client.clone())),
+        only(on("node-ipam"), node_ipam::run(client.clone(), config)),
+        only(
+            on("node-lifecycle"),
+            node_lifecycle::run(client.clone(), config)
+        ),
+        only(on("scheduler"), scheduler::run(client)),
     );
+}
+
+/// Runs `controller` if it is `enabled` (futures do nothing until polled).
+async fn only(enabled: bool, controller: impl Future<Output = ()>) {
+    if enabled {
+        controller.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selections_read_like_kube_controller_managers_flag() {
+        let all: Selection = "*".parse().unwrap();
+        assert_eq!(all, Selection::ALL);
+        let some: Selection = "*,-scheduler,-node-ipam".parse().unwrap();
+        assert!(some.has("endpoints") && !some.has("scheduler") && !some.has("node-ipam"));
+        let one: Selection = "endpoints".parse().unwrap();
+        assert_eq!(one.names(), ["endpoints"]);
+        assert!(
+            "endpoint"
+                .parse::<Selection>()
+                .unwrap_err()
+                .contains("unknown controller")
+        );
+        assert!("*,-endpoints,-deployment,-garbage-collector,-node-ipam,-node-lifecycle,-replicaset,-scheduler"
+            .parse::<Selection>()
+            .unwrap_err()
+            .contains("selects no controller"));
+    }
 }

@@ -399,14 +399,14 @@ mod tests {
             .iter()
             .map(|n| assigned(cidrs.decide(n, Some(&node(n, None)))).to_string())
             .collect();
-        assert_eq!(got, ["10.0.0.0/24", "10.0.1.0/24", "10.0.2.0/24"]);
+        assert_eq!(got, ["10.0.1.0/24", "10.0.2.0/24", "10.0.3.0/24"]);
         // Until the Node shows it, the same slice is asked for again.
         assert_eq!(
             cidrs.decide("a", Some(&node("a", None))),
-            Decision::Assign("10.0.0.0/24".parse().unwrap())
+            Decision::Assign("10.0.1.0/24".parse().unwrap())
         );
         assert_eq!(
-            cidrs.decide("a", Some(&node("a", Some("10.0.0.0/24")))),
+            cidrs.decide("a", Some(&node("a", Some("10.0.1.0/24")))),
             Decision::Keep
         );
     }

@@ -32,14 +32,6 @@ impl Queue {
         }
     }
 
-    /// The next key, if one waits.
-    pub fn try_next(&self) -> Option<Key> {
-        let mut waiting = self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        let key = waiting.0.pop_front()?;
-        waiting.1.remove(&key);
-        Some(key)
-    }
-
     /// Queues `key` after `delay`: a failed reconcile's retry, or a
     /// deadline to look at it again.
     pub fn add_after(&self, key: Key, delay: Duration) {

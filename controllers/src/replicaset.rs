@@ -227,16 +227,18 @@ fn delete_order(a: &Pod, b: &Pod) -> std::cmp::Ordering {
 }
 
 /// What to do so that `rs` has [`wanted`] live pods, given the cached pods.
+/// A ReplicaSet being deleted is left to the garbage collector, as
+/// Kubernetes' controller does: it neither adopts, creates nor deletes.
 pub fn plan(rs: &ReplicaSet, pods: &[Arc<Pod>]) -> Plan {
+    if rs.metadata.deletion_timestamp.is_some() {
+        return Plan::default();
+    }
     let (owned, orphans) = mine(rs, pods);
-    let adopting = rs.metadata.deletion_timestamp.is_none();
     let mut counted: Vec<&Pod> = owned;
     let mut adopt = Vec::new();
-    if adopting {
-        for orphan in orphans {
-            adopt.push(orphan.name_any());
-            counted.push(orphan);
-        }
+    for orphan in orphans {
+        adopt.push(orphan.name_any());
+        counted.push(orphan);
     }
     let want = wanted(rs);
     let mut plan = Plan {
@@ -628,6 +630,27 @@ mod tests {
         );
         assert_eq!(plan(&rs(5), &pods), Plan::default());
         assert_eq!(plan(&rs(0), &pods).delete.len(), 5);
+    }
+
+    #[test]
+    fn a_replicaset_being_deleted_is_left_to_the_garbage_collector() {
+        let mut deleting = rs(3);
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
+        let orphan = pod(P {
+            name: "orphan",
+            owner: None,
+            node: true,
+            ready: true,
+            created: 1,
+        });
+        assert_eq!(plan(&deleting, &[orphan]), Plan::default());
+        assert_eq!(
+            plan(&rs(3), &[]).create,
+            3,
+            "the same ReplicaSet alive would create"
+        );
     }
 
     #[test]

@@ -117,6 +117,27 @@ impl HttpClient {
         Ok(self.client.request(req).await?)
     }
 
+    /// Sends a request with a body of `content_type` (a merge patch, say)
+    /// and reads the whole response body.
+    pub async fn send_typed(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes)> {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path))
+            .header(header::ACCEPT, "application/json")
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Full::new(body))?;
+        let resp = self.client.request(req).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok((status, bytes))
+    }
+
     /// Sends a request and reads the whole body, without parsing it.
     pub async fn send_bytes(
         &self,

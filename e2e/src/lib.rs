@@ -9,12 +9,16 @@
 //! - [`http`] is a tiny HTTP/1.1 JSON client over hyper 1 with keep-alive
 //!   connections, plus a reader for newline-delimited JSON streams (watch).
 //!
-//! The tests in `tests/` use both; so does the `knit-bench` binary, which
-//! measures knit against etcd in the same run (see `e2e/README.md`).
+//! - [`stats`] holds the benchmarks' percentiles and `/proc` readings.
+//!
+//! The tests in `tests/` use these; so do the benchmark binaries
+//! (`knit-bench`, knit against etcd; `knit-endpoints-bench`, readiness to
+//! EndpointSlice at scale; see `e2e/README.md`).
 
 pub mod http;
 pub mod kubectl;
 pub mod server;
+pub mod stats;
 
 pub use http::{HttpClient, HttpError, JsonLines, JsonResponse};
 pub use kubectl::{Kubectl, Run};

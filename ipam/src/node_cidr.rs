@@ -35,8 +35,10 @@ impl Default for NodeCidrConfig {
     }
 }
 
-/// Hands out node slices of the cluster CIDR, lowest free first, so the
-/// first three nodes get `10.0.0.0/24`, `10.0.1.0/24` and `10.0.2.0/24`.
+/// Hands out node slices of the cluster CIDR, lowest free first but the
+/// first slice last, so the first nodes get `10.0.1.0/24`, `10.0.2.0/24`, …
+/// as in the article (and the slice holding the cluster CIDR's own network
+/// address is used only when nothing else is left).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeCidrAllocator {
     config: NodeCidrConfig,
@@ -120,14 +122,17 @@ impl NodeCidrAllocator {
         self.reserved.count_ones()
     }
 
-    /// Allocates the lowest free slice.
+    /// Allocates the lowest free slice, the first slice only when it is the
+    /// last one free.
     pub fn allocate(&mut self) -> Result<PodCidr> {
-        let i =
-            self.taken
-                .first_clear_in(0, self.slice_count())
-                .ok_or(Error::CidrNotAvailable {
-                    cluster: self.config.cluster,
-                })?;
+        let count = self.slice_count();
+        let i = self
+            .taken
+            .first_clear_in(1.min(count), count)
+            .or_else(|| self.taken.first_clear_in(0, 1.min(count)))
+            .ok_or(Error::CidrNotAvailable {
+                cluster: self.config.cluster,
+            })?;
         self.taken.set(i);
         Ok(self.slice_at(i))
     }
@@ -230,11 +235,39 @@ mod tests {
         assert_eq!(a.slice_count(), 1024);
         assert_eq!(a.reserved_count(), 16);
         assert_eq!(a.free_count(), 1008);
-        assert_eq!(a.allocate().unwrap(), pc("10.0.0.0/24"));
+        // The article's nodes: 10.0.1.0/24, 10.0.2.0/24, ...
         assert_eq!(a.allocate().unwrap(), pc("10.0.1.0/24"));
         assert_eq!(a.allocate().unwrap(), pc("10.0.2.0/24"));
-        assert!(a.release(pc("10.0.1.0/24")).unwrap());
-        assert_eq!(a.allocate().unwrap(), pc("10.0.1.0/24"));
+        assert_eq!(a.allocate().unwrap(), pc("10.0.3.0/24"));
+        assert!(a.release(pc("10.0.2.0/24")).unwrap());
+        assert_eq!(a.allocate().unwrap(), pc("10.0.2.0/24"));
+    }
+
+    #[test]
+    fn the_first_slice_is_handed_out_last() {
+        let mut a = NodeCidrAllocator::new(NodeCidrConfig {
+            cluster: "10.8.0.0/22".parse().unwrap(),
+            node_mask: 24,
+            service: None,
+        })
+        .unwrap();
+        let got: Vec<PodCidr> = (0..4).map(|_| a.allocate().unwrap()).collect();
+        assert_eq!(
+            got,
+            ["10.8.1.0/24", "10.8.2.0/24", "10.8.3.0/24", "10.8.0.0/24"].map(pc)
+        );
+        assert!(a.allocate().is_err());
+        let mut one = NodeCidrAllocator::new(NodeCidrConfig {
+            cluster: "10.9.0.0/24".parse().unwrap(),
+            node_mask: 24,
+            service: None,
+        })
+        .unwrap();
+        assert_eq!(
+            one.allocate().unwrap(),
+            pc("10.9.0.0/24"),
+            "a single slice is still used"
+        );
     }
 
     #[test]
@@ -274,11 +307,12 @@ mod tests {
         );
         assert!(a.occupy(pc("10.0.1.0/25")).is_err());
         assert!(a.occupy(pc("fd00::/24")).is_err());
-        // occupied slices are skipped by allocate
+        // occupied slices are skipped by allocate (which starts at the
+        // second slice: 1, 2, 3, 4, 6)
         for _ in 0..5 {
             a.allocate().unwrap();
         }
-        assert_eq!(a.allocate().unwrap(), pc("10.0.6.0/24"));
+        assert_eq!(a.allocate().unwrap(), pc("10.0.7.0/24"));
     }
 
     #[test]
@@ -384,7 +418,9 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Allocate => {
-                        let lowest = all.iter().find(|c| !c.0.overlaps(&service) && !model.contains(*c));
+                        let free = |c: &&PodCidr| !c.0.overlaps(&service) && !model.contains(*c);
+                        // The lowest free slice, the first slice last.
+                        let lowest = all.iter().skip(1).find(free).or_else(|| all.first().filter(free));
                         match a.allocate() {
                             Ok(got) => {
                                 prop_assert_eq!(Some(&got), lowest, "not the lowest free slice");

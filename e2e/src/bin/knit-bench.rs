@@ -30,6 +30,7 @@ use bytes::Bytes;
 use clap::Parser;
 use hyper::{Method, StatusCode};
 use knit_e2e::server::{KnitServer, free_port, knit_bin};
+use knit_e2e::stats::{cpu_seconds, micros, percentile};
 use knit_e2e::{HttpClient, JsonLines};
 use serde::Deserialize;
 use serde_json::json;
@@ -695,23 +696,6 @@ fn async_channel(
     (tx, Arc::new(tokio::sync::Mutex::new(rx)))
 }
 
-/// CPU seconds (user + system) a process has used so far, from
-/// `/proc/PID/stat` (in USER_HZ = 100 ticks per second on Linux).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the parenthesised command name; utime and stime are
-    // the 14th and 15th fields of the whole line.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 /// CPU seconds used by the server and by this process since `start`.
 #[derive(Debug, Clone, Copy)]
 struct CpuMark {
@@ -738,19 +722,6 @@ impl CpuMark {
             now.client - self.client
         )
     }
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-/// The `p`th percentile of sorted microseconds, in milliseconds (NaN if empty).
-fn percentile(sorted_us: &[u64], p: f64) -> f64 {
-    if sorted_us.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (p / 100.0 * (sorted_us.len() - 1) as f64).round() as usize;
-    sorted_us[rank.min(sorted_us.len() - 1)] as f64 / 1000.0
 }
 
 fn print_summary(etcd_version: &str, etcd: &Results, knit: &Results, args: &Args) {

@@ -1,48 +1,24 @@
-//! The endpoints controller: for every Service with a selector, an
-//! Endpoints object and EndpointSlices listing the pods it selects — ready
-//! ones in `addresses`, the others in `notReadyAddresses` (all in
-//! `addresses` with `publishNotReadyAddresses`), target ports resolved per
-//! pod (`targetPort: http` is the container port named `http`), slices of
-//! at most [`MAX_SLICE_ENDPOINTS`] with `ready`/`serving`/`terminating`.
-//!
-//! [`desired`] is the pure core; [`run`] keeps reflector caches of Services
-//! and Pods, queues the Services an event concerns, and [`reconcile`]s each
-//! by writing what differs (server-side apply) and deleting what is left
-//! over. A Service that is gone takes its Endpoints and slices with it.
+//! The pure core of the endpoints controller: what Endpoints object and
+//! EndpointSlices a Service should have, given the pods it selects, and a
+//! signature of each so that the controller can tell whether what the API
+//! holds is already that.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Service,
 };
 use k8s_openapi::api::discovery::v1::{
     Endpoint, EndpointConditions, EndpointPort as SlicePort, EndpointSlice,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, Client, ResourceExt};
+use kube::ResourceExt;
 
-use crate::cache::{self, key_of};
-use crate::queue::{Key, Queue};
-use crate::unless_gone;
+use super::pods::{Labels, PodView};
 
-/// Endpoints in one EndpointSlice at most, as Kubernetes' default.
-pub const MAX_SLICE_ENDPOINTS: usize = 100;
-/// The field manager of every write, and the slices' `managed-by` label.
-pub const MANAGER: &str = "endpointslice-controller.knit";
-/// The label naming a slice's Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-/// The label naming who manages a slice.
-pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
-/// When the change an Endpoints object or slice reflects was seen.
-pub const TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
-/// How long a failed reconcile waits before it is tried again.
-const RETRY: Duration = Duration::from_secs(1);
+use super::{MANAGED_BY_LABEL, MANAGER, MAX_SLICE_ENDPOINTS, SERVICE_NAME_LABEL};
 
 /// What should exist for one Service.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,29 +40,22 @@ struct Backend {
     target: ObjectReference,
 }
 
-/// Whether `selector` (a Service's) picks `pod`.
-fn selects(selector: &BTreeMap<String, String>, pod: &Pod) -> bool {
-    let labels = pod.labels();
-    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+/// Whether `selector` (a Service's) picks a pod with `labels`.
+pub fn selects(selector: &BTreeMap<String, String>, labels: &Labels) -> bool {
+    !selector.is_empty()
+        && selector
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v.as_str()))
 }
 
 /// The Service's selector, if the controller manages its endpoints (a
 /// Service without one has user-written Endpoints; ExternalName has none).
-fn managed_selector(service: &Service) -> Option<&BTreeMap<String, String>> {
+pub fn managed_selector(service: &Service) -> Option<&BTreeMap<String, String>> {
     let spec = service.spec.as_ref()?;
     if spec.type_.as_deref() == Some("ExternalName") {
         return None;
     }
     spec.selector.as_ref().filter(|s| !s.is_empty())
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// The pod's port for one Service port: a number is taken as it is, a
@@ -96,23 +65,15 @@ fn resolve(
     target: Option<&IntOrString>,
     service_port: i32,
     protocol: &str,
-    pod: &Pod,
+    pod: &PodView,
 ) -> Option<i32> {
     match target {
         None => Some(service_port),
         Some(IntOrString::Int(port)) => Some(*port),
-        Some(IntOrString::String(name)) => {
-            if let Ok(number) = name.parse() {
-                return Some(number);
-            }
-            pod.spec.as_ref()?.containers.iter().find_map(|container| {
-                container.ports.as_ref()?.iter().find_map(|port| {
-                    let same_protocol = port.protocol.as_deref().unwrap_or("TCP") == protocol;
-                    (port.name.as_deref() == Some(name.as_str()) && same_protocol)
-                        .then_some(port.container_port)
-                })
-            })
-        }
+        Some(IntOrString::String(name)) => match name.parse() {
+            Ok(number) => Some(number),
+            Err(_) => pod.named_port(name, protocol),
+        },
     }
 }
 
@@ -127,10 +88,13 @@ fn owner(service: &Service) -> OwnerReference {
     }
 }
 
-/// What should exist for `service` given the pods (of any namespace; only
+/// What should exist for `service` given pods (of any namespace; only
 /// those it selects count), or `None` when the controller leaves its
 /// endpoints alone.
-pub fn desired(service: &Service, pods: &[Arc<Pod>]) -> Option<Desired> {
+pub fn desired<'a>(
+    service: &Service,
+    pods: impl IntoIterator<Item = &'a PodView>,
+) -> Option<Desired> {
     let selector = managed_selector(service)?;
     let spec = service.spec.as_ref()?;
     let namespace = service.namespace().unwrap_or_default();
@@ -140,22 +104,12 @@ pub fn desired(service: &Service, pods: &[Arc<Pod>]) -> Option<Desired> {
     // Pods grouped by the ports they resolve to, as Endpoints subsets are.
     let mut groups: BTreeMap<Vec<ResolvedPort>, Vec<Backend>> = BTreeMap::new();
     for pod in pods {
-        if pod.namespace().as_deref() != Some(namespace.as_str()) || !selects(selector, pod) {
+        if *pod.namespace != *namespace || !selects(selector, &pod.labels) || pod.finished {
             continue;
         }
-        let status = pod.status.as_ref();
-        let Some(ip) = status
-            .and_then(|s| s.pod_ip.clone())
-            .filter(|ip| !ip.is_empty())
-        else {
+        let Some(ip) = pod.ip.as_deref().map(str::to_owned) else {
             continue;
         };
-        if matches!(
-            status.and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        ) {
-            continue;
-        }
         let ports: Vec<ResolvedPort> = service_ports
             .iter()
             .filter_map(|p| {
@@ -167,22 +121,19 @@ pub fn desired(service: &Service, pods: &[Arc<Pod>]) -> Option<Desired> {
         if ports.is_empty() && !service_ports.is_empty() {
             continue;
         }
-        let pod_spec = pod.spec.as_ref();
-        let subdomain_matches =
-            pod_spec.and_then(|s| s.subdomain.as_deref()) == Some(service.name_any().as_str());
+        let subdomain_matches = pod.subdomain.as_deref() == Some(service.name_any().as_str());
+        let text = |s: &Option<Box<str>>| s.as_deref().map(str::to_owned);
         groups.entry(ports).or_default().push(Backend {
             ip,
-            ready: is_ready(pod),
-            terminating: pod.metadata.deletion_timestamp.is_some(),
-            node: pod_spec.and_then(|s| s.node_name.clone()),
-            hostname: pod_spec
-                .and_then(|s| s.hostname.clone())
-                .filter(|_| subdomain_matches),
+            ready: pod.ready,
+            terminating: pod.terminating,
+            node: text(&pod.node),
+            hostname: text(&pod.hostname).filter(|_| subdomain_matches),
             target: ObjectReference {
                 kind: Some("Pod".into()),
-                name: Some(pod.name_any()),
+                name: Some(pod.name.to_string()),
                 namespace: Some(namespace.clone()),
-                uid: pod.uid(),
+                uid: text(&pod.uid),
                 ..ObjectReference::default()
             },
         });
@@ -297,167 +248,28 @@ fn slice(
     }
 }
 
-/// Why a reconcile failed; it is retried.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("talking to the API server: {0}")]
-    Api(#[from] kube::Error),
+/// A fingerprint of what an Endpoints object says (its subsets and
+/// labels): equal for equal content, whatever the metadata around it.
+pub fn endpoints_signature(endpoints: &Endpoints) -> u64 {
+    fingerprint(&(&endpoints.subsets, &endpoints.metadata.labels))
 }
 
-/// What the reconciler shares.
-pub struct Context {
-    pub client: Client,
-    pub services: Store<Service>,
-    pub pods: Store<Pod>,
+/// A fingerprint of what an EndpointSlice says (address type, endpoints,
+/// ports, labels).
+pub fn slice_signature(slice: &EndpointSlice) -> u64 {
+    fingerprint(&(
+        &slice.address_type,
+        &slice.endpoints,
+        &slice.ports,
+        &slice.metadata.labels,
+    ))
 }
 
-fn now() -> String {
-    jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
-        .unwrap_or_else(|_| jiff::Timestamp::now())
-        .to_string()
-}
-
-fn apply_params() -> PatchParams {
-    PatchParams::apply(MANAGER).force()
-}
-
-/// Makes the API match [`desired`] for the Service at `key`; a Service
-/// that is gone loses the Endpoints and slices the controller made for it.
-pub async fn reconcile(key: &Key, ctx: &Context) -> Result<(), Error> {
-    let (namespace, name) = key;
-    let endpoints_api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), namespace);
-    let slices_api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), namespace);
-    let service = ctx.services.get(&ObjectRef::new(name).within(namespace));
-    let desired = service
-        .as_deref()
-        .and_then(|s| desired(s, &ctx.pods.state()));
-
-    let current = endpoints_api.get_opt(name).await?;
-    let ours = |e: &Endpoints| {
-        e.owner_references()
-            .iter()
-            .any(|o| o.kind == "Service" && o.controller == Some(true))
-    };
-    match (&desired, current) {
-        (Some(want), current) => {
-            let changed = current
-                .as_ref()
-                .is_none_or(|c| c.subsets != want.endpoints.subsets);
-            if changed {
-                let mut endpoints = want.endpoints.clone();
-                endpoints
-                    .annotations_mut()
-                    .insert(TRIGGER_TIME.into(), now());
-                endpoints_api
-                    .patch(name, &apply_params(), &Patch::Apply(&endpoints))
-                    .await?;
-            }
-        }
-        // Gone, or no longer selecting: remove what the controller made.
-        (None, Some(current)) if service.is_none() || ours(&current) => {
-            if ours(&current) {
-                delete_ignoring_missing(&endpoints_api, name).await?;
-            }
-        }
-        (None, _) => {}
-    }
-
-    let selector = format!("{SERVICE_NAME_LABEL}={name},{MANAGED_BY_LABEL}={MANAGER}");
-    let existing = slices_api
-        .list(&ListParams::default().labels(&selector))
-        .await?;
-    let wanted = desired.map(|d| d.slices).unwrap_or_default();
-    let wanted_names: HashSet<String> = wanted.iter().map(ResourceExt::name_any).collect();
-    for slice in wanted {
-        let slice_name = slice.name_any();
-        let same = existing.items.iter().any(|e| {
-            e.name_any() == slice_name
-                && e.endpoints == slice.endpoints
-                && e.ports == slice.ports
-                && e.address_type == slice.address_type
-        });
-        if !same {
-            let mut slice = slice;
-            slice.annotations_mut().insert(TRIGGER_TIME.into(), now());
-            slices_api
-                .patch(&slice_name, &apply_params(), &Patch::Apply(&slice))
-                .await?;
-        }
-    }
-    for stale in existing
-        .items
-        .iter()
-        .filter(|e| !wanted_names.contains(&e.name_any()))
-    {
-        delete_ignoring_missing(&slices_api, &stale.name_any()).await?;
-    }
-    Ok(())
-}
-
-async fn delete_ignoring_missing<K>(api: &Api<K>, name: &str) -> Result<(), Error>
-where
-    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    Ok(unless_gone(
-        api.delete(name, &DeleteParams::default()).await,
-    )?)
-}
-
-/// Runs the controller until dropped: reflects Services and Pods, queues
-/// the Services each event concerns, and reconciles them one at a time.
-pub async fn run(client: Client) {
-    let queue = Queue::default();
-
-    let (services, service_events) = cache::reflect::<Service>(&client);
-    let (pods, pod_events) = cache::reflect::<Pod>(&client);
-
-    let service_queue = queue.clone();
-    let feed_services = service_events.for_each(move |event| {
-        if let Ok(service) = event {
-            service_queue.add(key_of(&service));
-        }
-        futures::future::ready(())
-    });
-    // A pod event concerns every Service of its namespace that selects
-    // pods: the one that selects it now, and one that selected it before
-    // its labels changed.
-    let pod_queue = queue.clone();
-    let service_cache = services.clone();
-    let feed_pods = pod_events.for_each(move |event| {
-        if let Ok(pod) = event {
-            let namespace = pod.namespace();
-            for service in service_cache.state() {
-                if service.namespace() == namespace && managed_selector(&service).is_some() {
-                    pod_queue.add(key_of(&*service));
-                }
-            }
-        }
-        futures::future::ready(())
-    });
-
-    let ctx = Context {
-        client,
-        services: services.clone(),
-        pods: pods.clone(),
-    };
-    let work = async {
-        // Reconciling before both caches are whole would drop endpoints.
-        let _ = services.wait_until_ready().await;
-        let _ = pods.wait_until_ready().await;
-        loop {
-            let key = queue.next().await;
-            if let Err(err) = reconcile(&key, &ctx).await {
-                tracing::warn!(namespace = %key.0, service = %key.1, error = %err, "endpoints reconcile failed; retrying");
-                queue.add_after(key, RETRY);
-            }
-        }
-    };
-    tokio::select! {
-        () = feed_services => {}
-        () = feed_pods => {}
-        () = work => {}
-    }
+fn fingerprint(value: &impl serde::Serialize) -> u64 {
+    let bytes = serde_json::to_vec(value).expect("API types always serialize");
+    let mut hasher = std::hash::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    hasher.finish()
 }
 
 #[cfg(test)]
@@ -473,7 +285,7 @@ mod tests {
         .unwrap()
     }
 
-    fn pod(name: &str, ip: Option<&str>, ready: bool) -> Arc<Pod> {
+    fn pod(name: &str, ip: Option<&str>, ready: bool) -> PodView {
         let mut pod = json!({
             "metadata": {"name": name, "namespace": "default", "uid": format!("{name}-uid"),
                          "labels": {"app": "service_test_pod"}},
@@ -485,7 +297,8 @@ mod tests {
         if let Some(ip) = ip {
             pod["status"]["podIP"] = json!(ip);
         }
-        Arc::new(serde_json::from_value(pod).unwrap())
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod).unwrap();
+        PodView::from(&pod)
     }
 
     fn article_service() -> Service {
@@ -555,15 +368,13 @@ mod tests {
 
     #[test]
     fn pods_without_an_ip_other_labels_or_the_named_port_are_left_out() {
-        let mut other = (*pod("other", Some("10.0.3.2"), true)).clone();
-        other.metadata.labels = Some(BTreeMap::from([("app".into(), "db".into())]));
-        let mut unnamed = (*pod("unnamed", Some("10.0.4.2"), true)).clone();
-        unnamed.spec.as_mut().unwrap().containers[0]
-            .ports
-            .as_mut()
-            .unwrap()[0]
-            .name = None;
-        let pods = [pod("no-ip", None, true), Arc::new(other), Arc::new(unnamed)];
+        let mut other = pod("other", Some("10.0.3.2"), true);
+        other.labels = [("app", "db")].into_iter().collect();
+        let mut unnamed = pod("unnamed", Some("10.0.4.2"), true);
+        unnamed.named_ports = Box::default();
+        let mut finished = pod("done", Some("10.0.5.2"), true);
+        finished.finished = true;
+        let pods = [pod("no-ip", None, true), other, unnamed, finished];
         let want = desired(&article_service(), &pods).unwrap();
         assert!(want.endpoints.subsets.is_none());
         assert!(want.slices.is_empty());
@@ -571,11 +382,9 @@ mod tests {
 
     #[test]
     fn terminating_pods_leave_endpoints_but_stay_in_slices_as_terminating() {
-        let mut going = (*pod("a", Some("10.0.1.2"), true)).clone();
-        going.metadata.deletion_timestamp = Some(
-            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
-        );
-        let want = desired(&article_service(), &[Arc::new(going)]).unwrap();
+        let mut going = pod("a", Some("10.0.1.2"), true);
+        going.terminating = true;
+        let want = desired(&article_service(), [&going]).unwrap();
         assert!(want.endpoints.subsets.is_none());
         let conditions = want.slices[0].endpoints[0].conditions.clone().unwrap();
         assert_eq!(
@@ -586,7 +395,7 @@ mod tests {
 
     #[test]
     fn slices_hold_at_most_a_hundred_endpoints() {
-        let pods: Vec<Arc<Pod>> = (0..250)
+        let pods: Vec<PodView> = (0..250)
             .map(|i| {
                 pod(
                     &format!("p{i}"),
