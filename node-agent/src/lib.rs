@@ -17,6 +17,11 @@
 //!
 //! - [`containers`]: the [`Containers`](containers::Containers) trait, the
 //!   boundary between the agent's loop and the process runtime.
+//! - [`proxy`]: the service dataplane, kube-proxy's job: Services and
+//!   EndpointSlices planned into one nftables table `ip knit` (O(1)
+//!   dispatch maps, per-service chains, random endpoint choice, policies,
+//!   affinity, masquerading) and applied as one `nft` transaction per
+//!   sync, with drift repair and UDP conntrack cleanup.
 //! - [`runtime`]: [`ProcessRuntime`](runtime::ProcessRuntime), which runs
 //!   containers as processes in their pod's namespaces (restarts, back-off,
 //!   CRI-format logs, re-adoption after an agent restart), and [`probe`]:
@@ -40,6 +45,7 @@ pub mod error;
 pub mod netlink;
 pub mod netns;
 pub mod probe;
+pub mod proxy;
 pub mod routes;
 pub mod runtime;
 pub mod sandbox;
