@@ -734,6 +734,12 @@ async fn write_statuses<C: Containers>(shared: Arc<Shared<C>>) {
         for pod in &pods {
             let uid = uid_of(pod);
             let pod_ip = shared.ready.lock().expect("ready").get(&uid).copied();
+            let has_ip = pod.status.as_ref().is_some_and(|s| s.pod_ip.is_some());
+            if pod_ip.is_none() && has_ip {
+                // A restarted agent re-checking the sandbox: the status
+                // written before still holds; no flapping meanwhile.
+                continue;
+            }
             let runtime = shared.containers.status(&uid);
             let facts = status::Facts {
                 runtime: runtime.as_ref(),
