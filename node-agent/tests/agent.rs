@@ -551,6 +551,34 @@ async fn a_pod_gets_a_sandbox_and_status_keeps_its_ip_across_restarts_and_leaves
     .await?;
     let p4 = make_pod(&client, "p4", &node_name).await?;
     assert_eq!(synced(&rt, &uid(&p4)).await?.pod_ip.to_string(), "10.0.1.2");
+
+    // A pod the API keeps while terminating (a finalizer holds it): the
+    // agent stops it and removes its sandbox on the deletionTimestamp.
+    let p4_ns = format!("{t}-{}", uid(&p4));
+    pods.patch(
+        "p4",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": ["example.com/hold"]}})),
+    )
+    .await?;
+    pods.delete("p4", &DeleteParams::default()).await?;
+    assert!(pods.get("p4").await?.metadata.deletion_timestamp.is_some());
+    eventually("p4's sandbox removed while terminating", 15, || async {
+        (!LinuxNetns::new().exists(&p4_ns).ok()?).then_some(())
+    })
+    .await?;
+    assert!(rt.killed().contains(&uid(&p4)));
+    pods.patch(
+        "p4",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await?;
+    eventually("p4 gone from the API", 10, || {
+        let pods = pods.clone();
+        async move { pods.get_opt("p4").await.ok()?.is_none().then_some(()) }
+    })
+    .await?;
     agent.abort();
     Ok(())
 }
