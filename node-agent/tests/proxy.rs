@@ -483,6 +483,21 @@ fn node_ports_answer_on_the_node_address_with_both_traffic_policies() -> Result<
         "{replies:?}"
     );
 
+    // A HostPort on the same node address: straight to pod B.
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "hp", "namespace": "default"},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "c", "ports": [{"containerPort": 8080, "hostPort": 8081}]}]},
+        "status": {"phase": "Running", "podIP": POD_B.to_string()},
+    }))?;
+    proxier.sync(proxy::desired_with_pods(
+        &node_info(),
+        &local,
+        &slices,
+        &[pod],
+    ))?;
+    let replies = answers(&lab.outside, SocketAddr::from((NODE_IP, 8081)), 5)?;
+    assert_eq!(replies, vec![format!("b {OUTSIDE_IP}"); 5]);
+
     // No endpoints: the NodePort refuses at once too.
     let empty = [slice("service-test", "TCP", 8080, &[])];
     proxier.sync(proxy::desired(&node_info(), &local, &empty))?;

@@ -40,7 +40,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 pub use firewall::{Firewall, LinuxFirewall, Recorded, RecordingFirewall};
-pub use plan::desired;
+pub use plan::{desired, desired_with_pods};
 pub use proxier::{Proxier, SyncKind, SyncReport};
 
 /// The nftables family and name of knit's table; nothing else in the

@@ -12,6 +12,11 @@
 //!   among all / this node's ready endpoints;
 //! - `ep-<id>/<ip>/<port>`: hairpin mark, affinity record, DNAT.
 //!
+//! HostPorts (`ports[].hostPort` of this node's pods) work as the CNI
+//! portmap plugin's do: a `hostports` map keyed by `l4proto . dport` on
+//! the node's own addresses sends to `hp-<ns>/<pod>/<proto>/<hostPort>`,
+//! which DNATs to the pod.
+//!
 //! `<id>` is `namespace/name/protocol/port-name` (or `p<port>` for an
 //! unnamed port), so an unchanged service keeps byte-identical chains and
 //! a partial sync can skip it.
@@ -19,7 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::{Chain, MASQUERADE_MARK, NodeInfo, Ruleset, Set, SetKind, UdpPort};
@@ -70,13 +75,85 @@ impl ServicePort {
 /// (headless, ExternalName) get no rules; IPv6 addresses and endpoints are
 /// ignored until the `ip6` table exists.
 pub fn desired(node: &NodeInfo, services: &[Service], slices: &[EndpointSlice]) -> Ruleset {
+    desired_with_pods(node, services, slices, &[])
+}
+
+/// [`desired`] plus the HostPorts of `pods` that run on this node (pods
+/// of other nodes, host-network pods and pods without an IPv4 address are
+/// skipped; when two pods claim the same protocol and port, the first by
+/// namespace/name wins).
+pub fn desired_with_pods(
+    node: &NodeInfo,
+    services: &[Service],
+    slices: &[EndpointSlice],
+    pods: &[Pod],
+) -> Ruleset {
     let ports = service_ports(node, services, slices);
     let mut rs = Ruleset::default();
     fixed(node, &mut rs);
     for sp in &ports {
         service_port(node, sp, &mut rs);
     }
+    host_ports(node, pods, &mut rs);
     rs
+}
+
+/// The portmap part: node address + hostPort → pod address + containerPort.
+fn host_ports(node: &NodeInfo, pods: &[Pod], rs: &mut Ruleset) {
+    let mut mine: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| {
+            let spec = p.spec.as_ref();
+            spec.and_then(|s| s.node_name.as_deref()) == Some(node.name.as_str())
+                && !spec.and_then(|s| s.host_network).unwrap_or(false)
+        })
+        .collect();
+    mine.sort_by_key(|p| (p.metadata.namespace.clone(), p.metadata.name.clone()));
+    for pod in mine {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed")) {
+            continue;
+        }
+        let Some(ip) = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+        else {
+            continue;
+        };
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let name = pod.metadata.name.as_deref().unwrap_or("");
+        let containers = pod.spec.iter().flat_map(|s| &s.containers);
+        for port in containers.flat_map(|c| c.ports.iter().flatten()) {
+            let (Some(proto), Some(host_port), Some(target)) = (
+                proto_name(port.protocol.as_deref()),
+                port.host_port.and_then(port_u16),
+                port_u16(port.container_port),
+            ) else {
+                continue;
+            };
+            let host_ip = port
+                .host_ip
+                .as_deref()
+                .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+                .filter(|ip| !ip.is_unspecified());
+            let key = format!("{proto} . {host_port}");
+            let map = set_mut(rs, "hostports");
+            if map.elements.contains_key(&key) {
+                continue;
+            }
+            let chain_name = format!("hp-{ns}/{name}/{proto}/{host_port}");
+            map.elements.insert(key, format!("goto {chain_name}"));
+            let mut rules = Vec::new();
+            if let Some(host_ip) = host_ip {
+                rules.push(format!("ip daddr != {host_ip} return"));
+            }
+            rules.push(format!("ip saddr {ip} jump mark-for-masquerade"));
+            rules.push(format!("meta l4proto {proto} dnat to {ip}:{target}"));
+            chain(rs, &chain_name).rules = rules;
+        }
+    }
 }
 
 fn chain<'a>(rs: &'a mut Ruleset, name: &str) -> &'a mut Chain {
@@ -131,6 +208,7 @@ fn fixed(node: &NodeInfo, rs: &mut Ruleset) {
         format!(
             "fib daddr type local {not_loopback} meta l4proto . th dport vmap @service-nodeports"
         ),
+        format!("fib daddr type local {not_loopback} meta l4proto . th dport vmap @hostports"),
     ];
     chain(rs, "service-endpoints-check").rules = vec![
         "ip daddr . meta l4proto . th dport vmap @no-endpoint-services".into(),
@@ -165,6 +243,7 @@ fn fixed(node: &NodeInfo, rs: &mut Ruleset) {
         ("service-nodeports", SetKind::Map, map2),
         ("no-endpoint-services", SetKind::Map, map3),
         ("no-endpoint-nodeports", SetKind::Map, map2),
+        ("hostports", SetKind::Map, map2),
         ("cluster-ips", SetKind::Set, "type ipv4_addr;"),
     ] {
         rs.sets.insert(

@@ -87,7 +87,7 @@ fn the_articles_service_test() {
         rs.sets["service-ips"].elements["10.3.241.152 . tcp . 80"],
         "goto svc-default/service-test/tcp/http"
     );
-    assert_eq!(rs.chains["services"].rules.len(), 2);
+    assert_eq!(rs.chains["services"].rules.len(), 3);
 }
 
 #[test]
@@ -404,4 +404,65 @@ fn udp_endpoints_that_leave_lose_their_conntrack_entries() {
     let report = proxier.sync(b).unwrap();
     assert_eq!(report.conntrack.len(), 1);
     assert_eq!(fw.record.lock().unwrap().conntrack, report.conntrack);
+}
+
+fn pod(
+    name: &str,
+    node: &str,
+    ip: &str,
+    ports: serde_json::Value,
+) -> k8s_openapi::api::core::v1::Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "ports": ports}]},
+        "status": {"phase": "Running", "podIP": ip},
+    }))
+    .unwrap()
+}
+
+#[test]
+fn host_ports_dnat_the_node_address_to_this_nodes_pods() {
+    let pods = [
+        pod(
+            "web",
+            "node-1",
+            "10.0.1.2",
+            json!([{"containerPort": 8080, "hostPort": 8081}]),
+        ),
+        pod(
+            "dns",
+            "node-1",
+            "10.0.1.3",
+            json!([{"containerPort": 53, "hostPort": 53, "protocol": "UDP", "hostIP": "10.100.0.3"}]),
+        ),
+        // Same port, other node: not ours.
+        pod(
+            "other",
+            "node-2",
+            "10.0.2.9",
+            json!([{"containerPort": 80, "hostPort": 8082}]),
+        ),
+        // A second claim on 8081 loses to the first by name.
+        pod(
+            "zz",
+            "node-1",
+            "10.0.1.4",
+            json!([{"containerPort": 9, "hostPort": 8081}]),
+        ),
+    ];
+    let rs = desired_with_pods(&node(), &[], &[], &pods);
+    let map = &rs.sets["hostports"].elements;
+    assert_eq!(map.len(), 2, "{map:?}");
+    assert_eq!(map["tcp . 8081"], "goto hp-default/web/tcp/8081");
+    assert_eq!(
+        rs.chains["hp-default/web/tcp/8081"].rules,
+        [
+            "ip saddr 10.0.1.2 jump mark-for-masquerade",
+            "meta l4proto tcp dnat to 10.0.1.2:8080"
+        ]
+    );
+    assert_eq!(
+        rs.chains["hp-default/dns/udp/53"].rules[0],
+        "ip daddr != 10.100.0.3 return"
+    );
 }
