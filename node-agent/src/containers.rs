@@ -38,6 +38,22 @@ pub struct PodContainers {
     pub ready: bool,
 }
 
+/// Something the kubelet would report as an Event about a pod: a probe
+/// failing, a container killed or backing off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeEvent {
+    /// The container it is about.
+    pub container: String,
+    /// `Normal` or `Warning`.
+    pub type_: &'static str,
+    /// `Unhealthy`, `Killing`, `BackOff`, `Started` or `Failed`.
+    pub reason: &'static str,
+    /// The kubelet's wording.
+    pub message: String,
+    /// When it happened.
+    pub at: k8s_openapi::jiff::Timestamp,
+}
+
 /// What a runtime failed to do.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -56,6 +72,10 @@ pub trait Containers: Send + Sync + 'static {
 
     /// The pod's containers now, or `None` if the runtime has never run it.
     fn status(&self, pod_uid: &str) -> Option<PodContainers>;
+
+    /// Takes the events queued for the pod since the last call, oldest
+    /// first, for the agent to post as Events of the pod.
+    fn take_events(&self, pod_uid: &str) -> Vec<RuntimeEvent>;
 
     /// Stops every container of the pod — SIGTERM, SIGKILL after `grace` —
     /// and forgets it (its logs go too).

@@ -21,11 +21,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ContainerStatus, Node, Pod};
+use k8s_openapi::api::core::v1::{ContainerStatus, Event, Node, Pod};
 use knit_apiserver::store::sqlite::{History, SqliteStore};
 use knit_apiserver::{ApiConfig, AppState, namespaces, router};
 use knit_node_agent::agent::{self, AgentConfig};
-use knit_node_agent::containers::{Containers, PodContainers, RuntimeError, SandboxRef};
+use knit_node_agent::containers::{
+    Containers, PodContainers, RuntimeError, RuntimeEvent, SandboxRef,
+};
 use knit_node_agent::netns::{self, LinuxNetns, Netns};
 use knit_node_agent::sandbox::SandboxNames;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -132,6 +134,7 @@ struct FakeState {
     syncs: usize,
     pods: HashMap<String, PodContainers>,
     killed: Vec<String>,
+    events: HashMap<String, Vec<RuntimeEvent>>,
 }
 
 impl FakeRuntime {
@@ -148,6 +151,14 @@ impl FakeRuntime {
 
     fn killed(&self) -> Vec<String> {
         self.state.lock().unwrap().killed.clone()
+    }
+
+    /// Queues an event about the pod, as a failing probe would.
+    fn report(&self, uid: &str, event: RuntimeEvent) {
+        let mut state = self.state.lock().unwrap();
+        state.events.entry(uid.into()).or_default().push(event);
+        drop(state);
+        self.changes.send_modify(|n| *n += 1);
     }
 
     fn set_ready(&self, uid: &str, ready: bool) {
@@ -193,6 +204,11 @@ impl Containers for FakeRuntime {
 
     fn status(&self, pod_uid: &str) -> Option<PodContainers> {
         self.state.lock().unwrap().pods.get(pod_uid).cloned()
+    }
+
+    fn take_events(&self, pod_uid: &str) -> Vec<RuntimeEvent> {
+        let mut state = self.state.lock().unwrap();
+        state.events.remove(pod_uid).unwrap_or_default()
     }
 
     async fn kill(&self, pod_uid: &str, _grace: Duration) -> Result<(), RuntimeError> {
@@ -474,6 +490,34 @@ async fn a_pod_gets_a_sandbox_and_status_keeps_its_ip_across_restarts_and_leaves
         async move { (ready_of(&pods.get("p1").await.ok()?).as_deref() == Some("True")).then_some(()) }
     })
     .await?;
+
+    // What the runtime reports becomes an Event of the pod, as the
+    // kubelet's; a repeat is counted on the same Event.
+    let unhealthy = RuntimeEvent {
+        container: "c".into(),
+        type_: "Warning",
+        reason: "Unhealthy",
+        message: "Readiness probe failed: HTTP probe failed with statuscode: 503".into(),
+        at: k8s_openapi::jiff::Timestamp::now(),
+    };
+    rt.report(&uid(&p1), unhealthy.clone());
+    rt.report(&uid(&p1), unhealthy);
+    let events: Api<Event> = Api::default_namespaced(client.clone());
+    let event = eventually("an Unhealthy event counted twice", 10, || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&Default::default()).await.ok()?;
+            list.items
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("Unhealthy") && e.count == Some(2))
+        }
+    })
+    .await?;
+    assert_eq!(event.involved_object.name.as_deref(), Some("p1"));
+    assert_eq!(
+        event.involved_object.field_path.as_deref(),
+        Some("spec.containers{c}")
+    );
 
     // The log endpoint in the node's namespace.
     std::fs::write(

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use ipnet::Ipv4Net;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
@@ -39,10 +39,11 @@ use serde_json::json;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use crate::containers::{Containers, RuntimeError, SandboxRef};
+use crate::containers::{Containers, RuntimeError, RuntimeEvent, SandboxRef};
 use crate::netlink::{LinuxNetlink, Netlink, ipv4_addresses};
 use crate::netns::{self, LinuxNetns, Netns};
 use crate::sandbox::{self, PlanError, SandboxNames};
+use knit_controllers::events::{self, Note};
 
 use ips::IpBook;
 use podfiles::ClusterDns;
@@ -733,6 +734,7 @@ async fn write_statuses<C: Containers>(shared: Arc<Shared<C>>) {
         let now = Time(Timestamp::now());
         for pod in &pods {
             let uid = uid_of(pod);
+            post_events(&shared, pod, shared.containers.take_events(&uid)).await;
             let pod_ip = shared.ready.lock().expect("ready").get(&uid).copied();
             let has_ip = pod.status.as_ref().is_some_and(|s| s.pod_ip.is_some());
             if pod_ip.is_none() && has_ip {
@@ -778,6 +780,32 @@ async fn write_statuses<C: Containers>(shared: Arc<Shared<C>>) {
             }
         }
         written.retain(|uid, _| pods.iter().any(|p| uid_of(p) == *uid));
+    }
+}
+
+/// Posts what the runtime reported about `pod` as Events of the pod, as
+/// the kubelet does (`Unhealthy`, `Killing`, `BackOff`, ...), through the
+/// same recorder as the controllers, so repeats aggregate into one Event.
+async fn post_events<C: Containers>(shared: &Shared<C>, pod: &Pod, events: Vec<RuntimeEvent>) {
+    for event in events {
+        let involved = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            namespace: pod.metadata.namespace.clone(),
+            name: pod.metadata.name.clone(),
+            uid: pod.metadata.uid.clone(),
+            field_path: Some(format!("spec.containers{{{}}}", event.container)),
+            ..ObjectReference::default()
+        };
+        let note = Note {
+            type_: event.type_,
+            reason: event.reason,
+            message: event.message,
+            component: "kubelet",
+        };
+        if let Err(err) = events::record(&shared.client, involved, &note).await {
+            tracing::warn!(pod = ?pod.metadata.name, reason = note.reason, error = %err, "posting an event");
+        }
     }
 }
 

@@ -77,7 +77,7 @@ use k8s_openapi::jiff::Timestamp;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
-use crate::containers::{Containers, PodContainers, RuntimeError, SandboxRef};
+use crate::containers::{Containers, PodContainers, RuntimeError, RuntimeEvent, SandboxRef};
 use crate::probe::{self, Kind, ProbeConfig, ProbeState};
 use logs::RunLogs;
 use spec::Backoff;
@@ -105,21 +105,6 @@ impl Options {
             tick: Duration::from_millis(100),
         }
     }
-}
-
-/// Something kubelet would report as an event about a pod.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuntimeEvent {
-    /// The container it is about.
-    pub container: String,
-    /// `Normal` or `Warning`.
-    pub type_: &'static str,
-    /// `Unhealthy`, `Killing`, `BackOff`, `Started` or `Failed`.
-    pub reason: &'static str,
-    /// kubelet's wording.
-    pub message: String,
-    /// When it happened.
-    pub at: Timestamp,
 }
 
 /// The process runtime. Cloning shares it; dropping the last clone stops
@@ -286,16 +271,6 @@ impl ProcessRuntime {
             .spawn(move || supervise(weak, tick))
             .map_err(|e| err("start the supervisor thread", e))?;
         Ok(ProcessRuntime { inner })
-    }
-
-    /// Takes the events queued for a pod since the last call (oldest
-    /// first), for the agent to post as Events of the pod.
-    pub fn take_events(&self, pod_uid: &str) -> Vec<RuntimeEvent> {
-        self.inner
-            .lock()
-            .get_mut(pod_uid)
-            .map(|entry| entry.events.drain(..).collect())
-            .unwrap_or_default()
     }
 
     /// The state directory.
@@ -970,6 +945,14 @@ impl Containers for ProcessRuntime {
 
     fn status(&self, pod_uid: &str) -> Option<PodContainers> {
         self.inner.lock().get(pod_uid).map(PodEntry::status)
+    }
+
+    fn take_events(&self, pod_uid: &str) -> Vec<RuntimeEvent> {
+        self.inner
+            .lock()
+            .get_mut(pod_uid)
+            .map(|entry| entry.events.drain(..).collect())
+            .unwrap_or_default()
     }
 
     async fn kill(&self, pod_uid: &str, grace: Duration) -> Result<(), RuntimeError> {
