@@ -12,36 +12,38 @@
 //!   they have dependents of their own); the owner loses the finalizer once
 //!   no dependent whose reference has `blockOwnerDeletion: true` remains.
 //!
-//! The pure core is [`Graph`] (every cached object of the kinds knit
-//! serves, indexed by uid and by owner), [`owner_work`] (what an owner being
-//! deleted needs) and [`decide`] (what happens to a dependent given the
-//! state of each owner). [`run`] reflects every kind, and on any watch event
-//! (or every few seconds) rebuilds the graph and reconciles the objects it
-//! says need work. Everything is decided from the current state, so a
+//! The pure core is [`Graph`] (what the collector knows of every object of
+//! the kinds knit serves, indexed by uid, by key and by owner, kept change
+//! by change), [`owner_work`] (what an owner being deleted needs) and
+//! [`decide`] (what happens to a dependent given the state of each owner).
+//! [`run`] watches every kind's metadata only (`PartialObjectMetadata`;
+//! pods come from the shared [`crate::pods`] cache), and a change queues
+//! just the objects it can concern — the object, its owners and its
+//! dependents — which are reconciled one by one; every few seconds the
+//! objects the graph says need work are queued again. An object without
+//! owners, finalizers or a deletion in progress is kept as its uid alone:
+//! it can only ever be someone's owner. Everything is decided from the current state, so a
 //! restart halfway through an orphaning or a foreground deletion simply
 //! finishes it. An owner the caches say is gone is confirmed with a GET
 //! before anything is deleted, and deletes carry the uid and
 //! resourceVersion the decision was made on, so an object changed meanwhile
 //! (adopted again, say) is looked at afresh instead.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy,
 };
-use kube::runtime::reflector::{self, Store};
+use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client};
 use serde_json::json;
 
-use crate::cache;
-use crate::queue::Key;
+use crate::pods::{Change, PodSummary, Pods};
+use crate::queue::{Key, Queue};
 
 /// How long a failed pass waits before the graph is looked at again.
 const RETRY: Duration = Duration::from_secs(1);
@@ -111,18 +113,6 @@ pub const KINDS: [Kind; 14] = [
     kind("coordination.k8s.io", "v1", "Lease", "leases", true),
 ];
 
-/// The kinds [`run`] caches through [`Context`]'s typed stores; the others
-/// are cached as dynamic objects.
-const TYPED: [&str; 7] = [
-    "Deployment",
-    "ReplicaSet",
-    "Service",
-    "Pod",
-    "Node",
-    "Endpoints",
-    "EndpointSlice",
-];
-
 impl Kind {
     /// The kind an owner reference names, if knit serves it (the version
     /// is not compared: every version of a kind is the same object).
@@ -133,7 +123,8 @@ impl Kind {
             .find(|k| k.group == group && k.kind == owner.kind)
     }
 
-    fn named(kind: &str) -> &'static Kind {
+    /// The kind called `kind`.
+    pub fn named(kind: &str) -> &'static Kind {
         KINDS
             .iter()
             .find(|k| k.kind == kind)
@@ -193,6 +184,37 @@ impl Item {
         }
     }
 
+    /// The item for a pod as the shared cache keeps it.
+    pub fn of_pod(pod: &PodSummary) -> Item {
+        Item {
+            kind: Kind::named("Pod"),
+            namespace: pod.namespace.to_string(),
+            name: pod.name.to_string(),
+            uid: pod.uid.to_string(),
+            resource_version: Some(pod.resource_version.to_string()),
+            owners: pod
+                .owners
+                .iter()
+                .map(|o| OwnerReference {
+                    api_version: o.api_version.to_string(),
+                    kind: o.kind.to_string(),
+                    name: o.name.to_string(),
+                    uid: o.uid.to_string(),
+                    controller: o.controller.then_some(true),
+                    block_owner_deletion: o.block_owner_deletion.then_some(true),
+                })
+                .collect(),
+            finalizers: pod.finalizers.iter().map(|f| f.to_string()).collect(),
+            deleting: pod.deleting,
+        }
+    }
+
+    /// Nothing but a possible owner: no owners, no finalizers, not being
+    /// deleted.
+    fn plain(&self) -> bool {
+        self.owners.is_empty() && self.finalizers.is_empty() && !self.deleting
+    }
+
     fn has(&self, finalizer: &str) -> bool {
         self.finalizers.iter().any(|f| f == finalizer)
     }
@@ -223,38 +245,49 @@ impl Item {
     }
 }
 
-/// Every cached object, indexed by uid, by key and by the owners its
-/// references name.
+/// A uid in the canonical UUID form, as 128 bits.
+fn uuid(uid: &str) -> Option<u128> {
+    if uid.len() != 36 {
+        return None;
+    }
+    let hex: String = uid.chars().filter(|c| *c != '-').collect();
+    (hex.len() == 32)
+        .then(|| u128::from_str_radix(&hex, 16).ok())
+        .flatten()
+}
+
+/// Every known object, indexed by uid, by key and by the owners its
+/// references name; plain objects (see [`Item::plain`]) by uid alone.
 #[derive(Debug, Default)]
 pub struct Graph {
-    items: Vec<Item>,
-    by_uid: HashMap<String, usize>,
-    by_key: HashMap<Key, usize>,
-    dependents: HashMap<String, Vec<usize>>,
+    items: HashMap<String, Item>,
+    plain: HashMap<u128, &'static Kind>,
+    by_key: HashMap<Key, String>,
+    dependents: HashMap<String, HashSet<String>>,
 }
 
 impl Graph {
     pub fn new(items: impl IntoIterator<Item = Item>) -> Graph {
         let mut graph = Graph::default();
         for item in items {
-            let at = graph.items.len();
-            graph.by_uid.insert(item.uid.clone(), at);
-            graph.by_key.insert(item.key(), at);
-            for owner in &item.owners {
-                graph
-                    .dependents
-                    .entry(owner.uid.clone())
-                    .or_default()
-                    .push(at);
-            }
-            graph.items.push(item);
+            graph.upsert(item);
         }
         graph
     }
 
     /// The object at `key`.
     pub fn get(&self, key: &Key) -> Option<&Item> {
-        self.by_key.get(key).map(|at| &self.items[*at])
+        self.items.get(self.by_key.get(key)?)
+    }
+
+    /// How many objects are known.
+    pub fn len(&self) -> usize {
+        self.items.len() + self.plain.len()
+    }
+
+    /// Whether no object is known.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The objects whose owner references name `uid`, each with that
@@ -269,9 +302,121 @@ impl Graph {
             .into_iter()
             .flatten()
             .filter_map(move |at| {
-                let item = &self.items[*at];
+                let item = self.items.get(at)?;
                 item.owners.iter().find(|o| o.uid == uid).map(|o| (item, o))
             })
+    }
+
+    /// Records `item` (replacing what had its uid); returns the keys of
+    /// the objects whose decision the change may alter: itself, the owners
+    /// it names (before and after) and, when it appeared or its foreground
+    /// deletion started or stopped, its dependents.
+    pub fn upsert(&mut self, item: Item) -> Vec<Key> {
+        let old = self.forget(&item.uid, item.kind);
+        let mut touched = vec![item.key()];
+        let changed_state = match &old {
+            Some(Some(old)) => old.deleting_dependents() != item.deleting_dependents(),
+            Some(None) => item.deleting_dependents(),
+            None => true,
+        };
+        let old_owners = old.as_ref().and_then(Option::as_ref).map(|o| &o.owners);
+        self.touch_owners(old_owners.into_iter().flatten(), &mut touched);
+        self.touch_owners(item.owners.iter(), &mut touched);
+        if changed_state {
+            touched.extend(self.dependents(&item.uid).map(|(d, _)| d.key()));
+        }
+        match uuid(&item.uid).filter(|_| item.plain()) {
+            Some(uuid) => {
+                self.plain.insert(uuid, item.kind);
+            }
+            None => {
+                for owner in &item.owners {
+                    self.dependents
+                        .entry(owner.uid.clone())
+                        .or_default()
+                        .insert(item.uid.clone());
+                }
+                self.by_key.insert(item.key(), item.uid.clone());
+                self.items.insert(item.uid.clone(), item);
+            }
+        }
+        touched
+    }
+
+    /// Forgets the object with `uid`; returns the keys of its owners and
+    /// dependents, whose decisions may change.
+    pub fn remove(&mut self, uid: &str, kind: &'static Kind) -> Vec<Key> {
+        let Some(old) = self.forget(uid, kind) else {
+            return Vec::new();
+        };
+        let mut touched = Vec::new();
+        if let Some(old) = &old {
+            self.touch_owners(old.owners.iter(), &mut touched);
+        }
+        touched.extend(self.dependents(uid).map(|(d, _)| d.key()));
+        touched
+    }
+
+    /// The uids of every object of `kind`.
+    fn uids_of(&self, kind: &'static Kind) -> Vec<String> {
+        self.items
+            .values()
+            .filter(|i| i.kind == kind)
+            .map(|i| i.uid.clone())
+            .chain(
+                self.plain
+                    .iter()
+                    .filter(|(_, k)| **k == kind)
+                    .map(|(u, _)| {
+                        let h = format!("{u:032x}");
+                        format!(
+                            "{}-{}-{}-{}-{}",
+                            &h[..8],
+                            &h[8..12],
+                            &h[12..16],
+                            &h[16..20],
+                            &h[20..]
+                        )
+                    }),
+            )
+            .collect()
+    }
+
+    fn touch_owners<'a>(
+        &self,
+        owners: impl Iterator<Item = &'a OwnerReference>,
+        touched: &mut Vec<Key>,
+    ) {
+        for owner in owners {
+            if let Some(found) = self.items.get(&owner.uid) {
+                touched.push(found.key());
+            }
+        }
+    }
+
+    /// Takes the object with `uid` out of every index: `Some(Some(item))`
+    /// when it was kept whole, `Some(None)` when plain.
+    fn forget(&mut self, uid: &str, kind: &'static Kind) -> Option<Option<Item>> {
+        if let Some(item) = self.items.remove(uid) {
+            self.by_key.remove(&item.key());
+            for owner in &item.owners {
+                if let Some(deps) = self.dependents.get_mut(&owner.uid) {
+                    deps.remove(uid);
+                    if deps.is_empty() {
+                        self.dependents.remove(&owner.uid);
+                    }
+                }
+            }
+            return Some(Some(item));
+        }
+        let uuid = uuid(uid)?;
+        match self.plain.get(&uuid) {
+            Some(k) if *k == kind => {
+                self.plain.remove(&uuid);
+                Some(None)
+            }
+            _ => None,
+        }
     }
 
     /// The state of the owner `owner` of `item` as far as the caches know:
@@ -280,12 +425,32 @@ impl Graph {
         if Kind::of(owner).is_none() {
             return Some(OwnerState::Unknown);
         }
-        let found = &self.items[*self.by_uid.get(&owner.uid)?];
-        Some(if found.deleting_dependents() {
-            OwnerState::Waiting
-        } else {
-            OwnerState::Solid
-        })
+        if let Some(found) = self.items.get(&owner.uid) {
+            return Some(if found.deleting_dependents() {
+                OwnerState::Waiting
+            } else {
+                OwnerState::Solid
+            });
+        }
+        self.plain
+            .contains_key(&uuid(&owner.uid)?)
+            .then_some(OwnerState::Solid)
+    }
+
+    /// Whether the object at `key` needs work by what the caches say.
+    fn needs_work(&self, item: &Item) -> bool {
+        if item.deleting {
+            return !matches!(owner_work(self, item), OwnerWork::Nothing);
+        }
+        if item.owners.is_empty() {
+            return false;
+        }
+        let states: Vec<_> = item
+            .owners
+            .iter()
+            .map(|o| (o, self.cached_owner(o).unwrap_or(OwnerState::Dangling)))
+            .collect();
+        decide(item, &states, self.dependents(&item.uid).next().is_some()) != Decision::Keep
     }
 
     /// The keys of every object the caches say needs work: owners being
@@ -293,21 +458,8 @@ impl Graph {
     /// that is missing or being deleted in the foreground.
     pub fn candidates(&self) -> Vec<Key> {
         self.items
-            .iter()
-            .filter(|item| {
-                if item.deleting {
-                    return !matches!(owner_work(self, item), OwnerWork::Nothing);
-                }
-                if item.owners.is_empty() {
-                    return false;
-                }
-                let states: Vec<_> = item
-                    .owners
-                    .iter()
-                    .map(|o| (o, self.cached_owner(o).unwrap_or(OwnerState::Dangling)))
-                    .collect();
-                decide(item, &states, self.dependents(&item.uid).next().is_some()) != Decision::Keep
-            })
+            .values()
+            .filter(|item| self.needs_work(item))
             .map(Item::key)
             .collect()
     }
@@ -412,47 +564,6 @@ pub fn decide(
 pub enum Error {
     #[error("talking to the API server: {0}")]
     Api(#[from] kube::Error),
-}
-
-/// The typed caches the collector reads (the kinds workloads use most);
-/// [`run`] caches the other kinds knit serves beside them.
-pub struct Context {
-    pub client: Client,
-    pub deployments: Store<Deployment>,
-    pub replicasets: Store<ReplicaSet>,
-    pub services: Store<Service>,
-    pub pods: Store<Pod>,
-    pub nodes: Store<Node>,
-    pub endpoints: Store<Endpoints>,
-    pub slices: Store<EndpointSlice>,
-}
-
-impl Context {
-    /// Items for every object in the typed caches.
-    fn items(&self) -> Vec<Item> {
-        fn of<K: Resource + Clone + 'static>(store: &Store<K>, kind: &str, items: &mut Vec<Item>)
-        where
-            K::DynamicType: Eq + std::hash::Hash + Clone,
-        {
-            let kind = Kind::named(kind);
-            items.extend(store.state().iter().map(|o| Item::new(kind, o.meta())));
-        }
-        let mut items = Vec::new();
-        of(&self.deployments, "Deployment", &mut items);
-        of(&self.replicasets, "ReplicaSet", &mut items);
-        of(&self.services, "Service", &mut items);
-        of(&self.pods, "Pod", &mut items);
-        of(&self.nodes, "Node", &mut items);
-        of(&self.endpoints, "Endpoints", &mut items);
-        of(&self.slices, "EndpointSlice", &mut items);
-        items
-    }
-}
-
-/// Reconciles the object at `key` (`(namespace, "<plural>/<name>")`)
-/// against a graph of the typed caches alone.
-pub async fn reconcile(key: &Key, ctx: &Context) -> Result<(), Error> {
-    reconcile_in(&Graph::new(ctx.items()), key, &ctx.client).await
 }
 
 /// Does what the object at `key` needs: for an owner being deleted, the
@@ -594,126 +705,178 @@ async fn delete(client: &Client, item: &Item, policy: PropagationPolicy) -> Resu
     Ok(())
 }
 
-/// A cache of every `K`, and a stream that says only that something changed.
-fn reflect<K>(client: &Client) -> (Store<K>, impl futures::Stream<Item = ()> + use<K>)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, touched) = cache::reflect::<K>(client);
-    let changes = touched.filter_map(|event| futures::future::ready(event.ok().map(|_| ())));
-    (store, changes)
+/// What one watch reports, by the index of its kind in [`KINDS`].
+enum Seen {
+    Init(usize),
+    Apply(usize, ObjectMeta),
+    Delete(usize, ObjectMeta),
+    InitDone(usize),
 }
 
-/// A cache of every object of `kind` as dynamic objects, and its changes.
-fn reflect_dynamic(
-    client: &Client,
-    kind: &'static Kind,
-) -> (
-    Store<DynamicObject>,
-    impl futures::Stream<Item = ()> + use<>,
-) {
-    let resource = kind.api_resource();
-    let writer = reflector::store::Writer::new(resource.clone());
-    let store = writer.as_reader();
-    let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
-    let changes = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+/// The metadata of every object of `KINDS[at]`, as [`Seen`] events.
+fn watch_metadata(client: &Client, at: usize) -> impl futures::Stream<Item = Seen> + Send + use<> {
+    // Metadata only (`as=PartialObjectMetadata`): the collector reads
+    // nothing else, and the objects are not decoded whole.
+    let api = Api::<PartialObjectMeta<DynamicObject>>::all_with(
+        client.clone(),
+        &KINDS[at].api_resource(),
+    );
+    watcher(api, watcher::Config::default())
         .default_backoff()
-        .touched_objects()
-        .filter_map(|event| futures::future::ready(event.ok().map(|_| ())));
-    (store, changes)
-}
-
-/// Runs the collector until dropped: any watch event has the graph rebuilt
-/// from the caches and every object needing work reconciled; a failure has
-/// it looked at again after [`RETRY`].
-pub async fn run(client: Client) {
-    let (deployments, e1) = reflect::<Deployment>(&client);
-    let (replicasets, e2) = reflect::<ReplicaSet>(&client);
-    let (services, e3) = reflect::<Service>(&client);
-    let (pods, e4) = reflect::<Pod>(&client);
-    let (nodes, e5) = reflect::<Node>(&client);
-    let (endpoints, e6) = reflect::<Endpoints>(&client);
-    let (slices, e7) = reflect::<EndpointSlice>(&client);
-    let mut streams = vec![
-        e1.boxed(),
-        e2.boxed(),
-        e3.boxed(),
-        e4.boxed(),
-        e5.boxed(),
-        e6.boxed(),
-        e7.boxed(),
-    ];
-    let mut others = Vec::new();
-    for kind in KINDS.iter().filter(|k| !TYPED.contains(&k.kind)) {
-        let (store, changes) = reflect_dynamic(&client, kind);
-        others.push((kind, store));
-        streams.push(changes.boxed());
-    }
-    let events = futures::stream::select_all(streams);
-    let ctx = Context {
-        client,
-        deployments,
-        replicasets,
-        services,
-        pods,
-        nodes,
-        endpoints,
-        slices,
-    };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    let feed = events.for_each(move |()| {
-        let _ = tx.try_send(());
-        futures::future::ready(())
-    });
-    let work = async {
-        let _ = ctx.deployments.wait_until_ready().await;
-        let _ = ctx.replicasets.wait_until_ready().await;
-        let _ = ctx.services.wait_until_ready().await;
-        let _ = ctx.pods.wait_until_ready().await;
-        let _ = ctx.nodes.wait_until_ready().await;
-        let _ = ctx.endpoints.wait_until_ready().await;
-        let _ = ctx.slices.wait_until_ready().await;
-        for (_, store) in &others {
-            let _ = store.wait_until_ready().await;
-        }
-        let mut resync = tokio::time::interval(RESYNC);
-        let mut retry = false;
-        loop {
-            let again = async {
-                if retry {
-                    tokio::time::sleep(RETRY).await;
-                } else {
-                    std::future::pending::<()>().await;
+        .filter_map(move |event| {
+            let seen = match event {
+                Ok(watcher::Event::Init) => Some(Seen::Init(at)),
+                Ok(watcher::Event::InitApply(o) | watcher::Event::Apply(o)) => {
+                    Some(Seen::Apply(at, o.metadata))
+                }
+                Ok(watcher::Event::Delete(o)) => Some(Seen::Delete(at, o.metadata)),
+                Ok(watcher::Event::InitDone) => Some(Seen::InitDone(at)),
+                Err(err) => {
+                    tracing::warn!(kind = KINDS[at].kind, error = %err, "garbage collector watch failed; retrying");
+                    None
                 }
             };
-            tokio::select! {
-                _ = rx.recv() => {}
-                _ = resync.tick() => {}
-                () = again => {}
+            futures::future::ready(seen)
+        })
+}
+
+/// The collector's state: the graph, the keys waiting and the re-lists
+/// in progress.
+struct Collector {
+    graph: Graph,
+    queue: Queue,
+    /// uids seen by each kind's re-list in progress.
+    relisting: HashMap<usize, HashSet<String>>,
+    /// Kinds whose first list is in.
+    listed: HashSet<usize>,
+    pods_listed: bool,
+}
+
+impl Collector {
+    fn synced(&self) -> bool {
+        self.pods_listed && self.listed.len() == KINDS.len() - 1
+    }
+
+    fn touched(&self, keys: Vec<Key>) {
+        if self.synced() {
+            for key in keys {
+                self.queue.add(key);
             }
-            let mut items = ctx.items();
-            for (kind, store) in &others {
-                items.extend(store.state().iter().map(|o| Item::new(kind, &o.metadata)));
+        }
+    }
+
+    fn on_seen(&mut self, seen: Seen) {
+        match seen {
+            Seen::Init(at) => {
+                self.relisting.insert(at, HashSet::new());
             }
-            let graph = Graph::new(items);
-            retry = false;
-            for key in graph.candidates() {
-                if let Err(err) = reconcile_in(&graph, &key, &ctx.client).await {
+            Seen::Apply(at, meta) => {
+                let item = Item::new(&KINDS[at], &meta);
+                if let Some(uids) = self.relisting.get_mut(&at) {
+                    uids.insert(item.uid.clone());
+                }
+                let keys = self.graph.upsert(item);
+                self.touched(keys);
+            }
+            Seen::Delete(at, meta) => {
+                let keys = self
+                    .graph
+                    .remove(meta.uid.as_deref().unwrap_or_default(), &KINDS[at]);
+                self.touched(keys);
+            }
+            Seen::InitDone(at) => {
+                let listed = self.relisting.remove(&at).unwrap_or_default();
+                for uid in self.graph.uids_of(&KINDS[at]) {
+                    if !listed.contains(&uid) {
+                        let keys = self.graph.remove(&uid, &KINDS[at]);
+                        self.touched(keys);
+                    }
+                }
+                let was = self.synced();
+                self.listed.insert(at);
+                self.became_synced(was);
+            }
+        }
+    }
+
+    fn on_pod(&mut self, change: Change) {
+        let keys = match (&change.before, &change.after) {
+            (_, Some(pod)) => self.graph.upsert(Item::of_pod(pod)),
+            (Some(pod), None) => self.graph.remove(&pod.uid, Kind::named("Pod")),
+            (None, None) => Vec::new(),
+        };
+        self.touched(keys);
+    }
+
+    fn pods_ready(&mut self) {
+        let was = self.synced();
+        self.pods_listed = true;
+        self.became_synced(was);
+    }
+
+    /// Once every kind has listed, everything that needs work is queued.
+    fn became_synced(&self, was: bool) {
+        if !was && self.synced() {
+            self.resync();
+        }
+    }
+
+    fn resync(&self) {
+        for key in self.graph.candidates() {
+            self.queue.add(key);
+        }
+    }
+}
+
+/// Runs the collector until dropped, with its own pod watch.
+pub async fn run(client: Client) {
+    crate::pods::standalone(client.clone(), |pods| run_with(client, pods)).await;
+}
+
+/// Runs the collector until dropped, reading pods from `pods`: a change
+/// queues the objects it concerns, each reconciled in turn against the
+/// graph; a failure has the object looked at again after [`RETRY`].
+pub async fn run_with(client: Client, pods: Pods) {
+    let pod_kind = KINDS.iter().position(|k| k.kind == "Pod");
+    let watches: Vec<_> = (0..KINDS.len())
+        .filter(|at| Some(*at) != pod_kind)
+        .map(|at| watch_metadata(&client, at).boxed())
+        .collect();
+    let mut seen = futures::stream::select_all(watches);
+    let mut changes = pods.subscribe();
+    let mut collector = Collector {
+        graph: Graph::default(),
+        queue: Queue::default(),
+        relisting: HashMap::new(),
+        listed: HashSet::new(),
+        pods_listed: false,
+    };
+    let pods_ready = pods.wait_until_ready();
+    let mut pods_ready = std::pin::pin!(pods_ready);
+    let mut waiting_for_pods = true;
+    let mut resync = tokio::time::interval(RESYNC);
+    let queue = collector.queue.clone();
+    loop {
+        tokio::select! {
+            biased;
+            Some(event) = seen.next() => collector.on_seen(event),
+            Some(change) = changes.recv() => collector.on_pod(change),
+            () = &mut pods_ready, if waiting_for_pods => {
+                waiting_for_pods = false;
+                collector.pods_ready();
+            }
+            _ = resync.tick() => {
+                if collector.synced() {
+                    collector.resync();
+                }
+            }
+            key = queue.next(), if collector.synced() => {
+                if let Err(err) = reconcile_in(&collector.graph, &key, &client).await {
                     tracing::warn!(object = %format!("{}/{}", key.0, key.1), error = %err, "collection failed; retrying");
-                    retry = true;
+                    queue.add_after(key, RETRY);
                 }
             }
         }
-    };
-    tokio::select! {
-        () = feed => {}
-        () = work => {}
     }
 }
 
@@ -868,8 +1031,32 @@ mod tests {
         // A core-group Deployment is not apps/v1's; a Job is not served.
         assert_eq!(Kind::of(&owner("v1", "Deployment", "d", false)), None);
         assert_eq!(Kind::of(&owner("batch/v1", "Job", "j", false)), None);
-        for typed in TYPED {
-            assert!(KINDS.iter().any(|k| k.kind == typed));
-        }
+    }
+
+    #[test]
+    fn changes_touch_the_object_its_owners_and_its_dependents() {
+        let uid = "0f8e6c1a-3b2d-4c5e-9f70-112233445566";
+        let svc = owner("v1", "Service", uid, false);
+        let service = item("Service", uid, vec![], &[]);
+        let endpoints = item("Endpoints", "ep", vec![svc], &[]);
+        let mut graph = Graph::new([endpoints.clone()]);
+        assert_eq!(graph.candidates(), [endpoints.key()], "owner unknown");
+        let touched = graph.upsert(service.clone());
+        assert_eq!(touched, [service.key(), endpoints.key()]);
+        assert!(graph.get(&service.key()).is_none(), "kept as its uid alone");
+        assert_eq!(graph.len(), 2);
+        assert!(graph.candidates().is_empty(), "the owner is solid");
+        assert_eq!(graph.uids_of(Kind::named("Service")), [uid]);
+        assert_eq!(graph.remove(uid, Kind::named("Service")), [endpoints.key()]);
+        assert_eq!(graph.candidates(), [endpoints.key()]);
+        let mut waiting = deleting(item("Service", uid, vec![], &[FOREGROUND_FINALIZER]));
+        waiting.uid = uid.into();
+        let touched = graph.upsert(waiting.clone());
+        assert_eq!(touched, [waiting.key(), endpoints.key()]);
+        assert_eq!(
+            graph.remove("ep", Kind::named("Endpoints")),
+            [waiting.key()]
+        );
+        assert_eq!(graph.candidates(), [waiting.key()], "free to release");
     }
 }

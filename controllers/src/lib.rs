@@ -18,6 +18,9 @@
 //!   template.
 //! - [`gc`]: the garbage collector, deleting objects whose owners are gone.
 //! - [`scheduler`]: a node for every pod without one, through `binding`.
+//!
+//! [`pods`] is the one compact pod cache (one watch) that every controller
+//! but the endpoints controller reads when they run together.
 
 mod cache;
 pub mod deployment;
@@ -26,6 +29,7 @@ pub mod events;
 pub mod gc;
 pub mod node_ipam;
 pub mod node_lifecycle;
+pub mod pods;
 mod queue;
 pub mod replicaset;
 pub mod scheduler;
@@ -165,19 +169,37 @@ impl std::str::FromStr for Selection {
 }
 
 /// Runs the selected controllers concurrently until the future is dropped.
+/// The ReplicaSet controller, the scheduler, node lifecycle and the
+/// garbage collector share one pod cache, fed by one watch.
 pub async fn run(client: Client, config: ControllersConfig) {
     let on = |name| config.enabled.has(name);
+    let pods = pods::Pods::default();
+    let shared = [
+        "garbage-collector",
+        "replicaset",
+        "node-lifecycle",
+        "scheduler",
+    ]
+    .into_iter()
+    .any(on);
     tokio::join!(
+        only(shared, pods.clone().feed(client.clone())),
         only(on("deployment"), deployment::run(client.clone())),
         only(on("endpoints"), endpoints::run(client.clone())),
-        only(on("garbage-collector"), gc::run(client.clone())),
-        only(on("replicaset"), replicaset::run(client.clone())),
+        only(
+            on("garbage-collector"),
+            gc::run_with(client.clone(), pods.clone())
+        ),
+        only(
+            on("replicaset"),
+            replicaset::run_with(client.clone(), pods.clone())
+        ),
         only(on("node-ipam"), node_ipam::run(client.clone(), config)),
         only(
             on("node-lifecycle"),
-            node_lifecycle::run(client.clone(), config)
+            node_lifecycle::run_with(client.clone(), config, pods.clone())
         ),
-        only(on("scheduler"), scheduler::run(client)),
+        only(on("scheduler"), scheduler::run_with(client, pods.clone())),
     );
 }
 

@@ -32,8 +32,12 @@
 //! instant), [`unknown_conditions`], [`pods_to_mark`],
 //! [`not_ready_conditions`] and [`desired_taints`] what is written, and
 //! [`eviction`] when a pod goes; [`reconcile`] applies them to one Node and
-//! [`run`] feeds a queue of Node names from reflectors of Nodes, Leases and
-//! Pods, requeueing each Node at its next grace or eviction deadline.
+//! [`run`] feeds a queue of Node names from reflectors of Nodes and Leases
+//! and the shared [`crate::pods`] cache, requeueing each Node at its next
+//! grace or eviction deadline. The cache's node index says whether a Node
+//! has pods to mark or evict at all; only then are that Node's pods read
+//! whole, with one LIST by `spec.nodeName`, so the work of a Node is in
+//! proportion to its own pods.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -46,7 +50,7 @@ use k8s_openapi::api::core::v1::{
     Node, NodeCondition, ObjectReference, Pod, PodCondition, Taint, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -54,6 +58,7 @@ use serde_json::json;
 
 use crate::ControllersConfig;
 use crate::events::{self, Note};
+use crate::pods::Pods;
 use crate::queue::{Key, Queue};
 use crate::scheduler::tolerates;
 
@@ -378,7 +383,7 @@ pub struct Context {
     pub client: Client,
     pub nodes: Store<Node>,
     pub leases: Store<Lease>,
-    pub pods: Store<Pod>,
+    pub pods: Pods,
     pub grace: Duration,
     /// When this controller first saw `NoExecute` taints on each Node (for
     /// taints without `timeAdded`); dropped when the Node has none.
@@ -404,6 +409,14 @@ fn node_ref(node: &Node) -> ObjectReference {
         uid: node.uid(),
         ..ObjectReference::default()
     }
+}
+
+/// The pods bound to `node`, read whole from the API.
+async fn pods_on(client: &Client, node: &str) -> Result<Vec<Arc<Pod>>, Error> {
+    let list = Api::<Pod>::all(client.clone())
+        .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+        .await?;
+    Ok(list.items.into_iter().map(Arc::new).collect())
 }
 
 fn params() -> PatchParams {
@@ -453,7 +466,13 @@ pub async fn reconcile(key: &Key, ctx: &Context) -> Result<Option<Timestamp>, Er
                 };
                 events::record(&ctx.client, node_ref(&node), &note).await?;
             }
-            for pod in pods_to_mark(name, &ctx.pods.state()) {
+            let to_mark = ctx.pods.read().on_node(name).any(|p| p.says_ready);
+            let pods = if to_mark {
+                pods_on(&ctx.client, name).await?
+            } else {
+                Vec::new()
+            };
+            for pod in pods_to_mark(name, &pods) {
                 let namespace = pod.namespace().unwrap_or_default();
                 let patch = json!({
                     "metadata": {"resourceVersion": pod.resource_version()},
@@ -504,7 +523,10 @@ async fn evict(ctx: &Context, node: &Node, now: Timestamp) -> Result<Option<Time
         }
     };
     let mut next: Option<Timestamp> = None;
-    for pod in ctx.pods.state() {
+    if !ctx.pods.read().on_node(&name).any(|p| !p.deleting) {
+        return Ok(None);
+    }
+    for pod in pods_on(&ctx.client, &name).await? {
         if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(name.as_str())
             || pod.metadata.deletion_timestamp.is_some()
         {
@@ -584,10 +606,15 @@ where
     (store, feed)
 }
 
-/// Runs the controller until dropped: reflects Nodes, their Leases and
-/// Pods, and reconciles each Node an event concerns, again when its grace
-/// deadline passes, and after a failure.
+/// Runs the controller until dropped, with its own pod watch.
 pub async fn run(client: Client, config: ControllersConfig) {
+    crate::pods::standalone(client.clone(), |pods| run_with(client, config, pods)).await;
+}
+
+/// Runs the controller until dropped: reflects Nodes and their Leases,
+/// follows the pods in `pods`, and reconciles each Node an event concerns,
+/// again when its grace deadline passes, and after a failure.
+pub async fn run_with(client: Client, config: ControllersConfig, pods: Pods) {
     let queue = Queue::default();
     let (nodes, node_feed) = reflect(Api::<Node>::all(client.clone()), queue.clone(), |n| {
         Some(node_key(n.name_any()))
@@ -598,13 +625,21 @@ pub async fn run(client: Client, config: ControllersConfig) {
         |l| Some(node_key(l.name_any())),
     );
     // A pod bound to a Node whose status is unknown is marked too.
-    let (pods, pod_feed) = reflect(Api::<Pod>::all(client.clone()), queue.clone(), |p| {
-        p.spec.as_ref()?.node_name.clone().map(node_key)
-    });
+    let mut changes = pods.subscribe();
+    let pod_feed = {
+        let queue = queue.clone();
+        async move {
+            while let Some(change) = changes.recv().await {
+                for node in change.sides().filter_map(|p| p.node.as_deref()) {
+                    queue.add(node_key(node.to_string()));
+                }
+            }
+        }
+    };
     let work = async {
         let _ = nodes.wait_until_ready().await;
         let _ = leases.wait_until_ready().await;
-        let _ = pods.wait_until_ready().await;
+        pods.wait_until_ready().await;
         let ctx = Context {
             client,
             nodes: nodes.clone(),

@@ -13,8 +13,11 @@
 //! `IsPodAvailable`), and [`next_available`] says when the next ready pod
 //! turns available, so the ReplicaSet is looked at again at that moment.
 //!
-//! [`run`] reflects ReplicaSets and Pods; a pod event queues its owner (or,
-//! for an orphan, every ReplicaSet of its namespace that selects it).
+//! [`run`] reflects ReplicaSets and reads pods from the shared
+//! [`crate::pods`] cache; a pod change queues its owner (or, for an orphan,
+//! every ReplicaSet of its namespace that selects it), and a reconcile
+//! looks only at the pods its ReplicaSet controls (through the cache's
+//! owner index) and the orphans of its namespace.
 //! Creations and deletions not yet seen in the pod cache are remembered
 //! ("expectations", as client-go's), so a stale cache never makes the
 //! controller create or delete twice.
@@ -34,6 +37,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::cache::{self, key_of};
+use crate::pods::{Change, PodSummary, Pods};
 use crate::queue::{Key, Queue};
 use crate::unless_gone;
 
@@ -69,18 +73,24 @@ const AVAILABLE_MARGIN: Duration = Duration::from_millis(100);
 /// pair and every matchExpression holds. An empty selector picks nothing
 /// (a ReplicaSet must have one).
 pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    selects_with(selector, |k| labels.get(k).map(String::as_str))
+}
+
+/// [`selects`] over labels read through `label` (a pod summary's sorted
+/// labels, say).
+pub fn selects_with<'a>(selector: &LabelSelector, label: impl Fn(&str) -> Option<&'a str>) -> bool {
     let pairs = selector.match_labels.iter().flatten();
     let expressions = selector.match_expressions.iter().flatten();
     if pairs.clone().next().is_none() && expressions.clone().next().is_none() {
         return false;
     }
-    pairs.into_iter().all(|(k, v)| labels.get(k) == Some(v))
+    pairs.into_iter().all(|(k, v)| label(k) == Some(v.as_str()))
         && expressions.into_iter().all(|e| {
             let values = e.values.as_deref().unwrap_or(&[]);
-            let value = labels.get(&e.key);
+            let value = label(&e.key);
             match e.operator.as_str() {
-                "In" => value.is_some_and(|v| values.contains(v)),
-                "NotIn" => value.is_none_or(|v| !values.contains(v)),
+                "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+                "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
                 "Exists" => value.is_some(),
                 "DoesNotExist" => value.is_none(),
                 _ => false,
@@ -90,36 +100,26 @@ pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> b
 
 /// Whether the pod counts toward a ReplicaSet: not being deleted, not
 /// finished.
-pub fn active(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && !matches!(
-            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        )
+pub fn active(pod: &PodSummary) -> bool {
+    pod.active()
 }
 
 /// Whether the pod's `Ready` condition is `True`.
-pub fn ready(pod: &Pod) -> bool {
-    ready_since(pod).is_some()
+pub fn ready(pod: &PodSummary) -> bool {
+    pod.ready()
 }
 
 /// `Some(lastTransitionTime)` when the pod's `Ready` condition is `True`
 /// (the inner `None` when it carries no transition time).
-fn ready_since(pod: &Pod) -> Option<Option<Timestamp>> {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .find(|c| c.type_ == "Ready" && c.status == "True")
-        .map(|c| c.last_transition_time.as_ref().map(|t| t.0))
+fn ready_since(pod: &PodSummary) -> Option<Option<Timestamp>> {
+    pod.ready_since
 }
 
 /// Whether the pod is available at `now`: ready, and ready for longer
 /// than `min_ready_seconds` by its `Ready` condition's transition time.
 /// As kube's, a pod whose condition has no transition time is available
 /// only when no minimum is asked for.
-pub fn available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
+pub fn available(pod: &PodSummary, min_ready_seconds: i32, now: Timestamp) -> bool {
     match ready_since(pod) {
         None => false,
         Some(_) if min_ready_seconds <= 0 => true,
@@ -138,7 +138,11 @@ fn min_ready_seconds(rs: &ReplicaSet) -> i32 {
 
 /// How long until the first of `rs`'s ready but not yet available pods
 /// turns available, if any will: the moment to look at it again.
-pub fn next_available(rs: &ReplicaSet, pods: &[Arc<Pod>], now: Timestamp) -> Option<Duration> {
+pub fn next_available(
+    rs: &ReplicaSet,
+    pods: &[Arc<PodSummary>],
+    now: Timestamp,
+) -> Option<Duration> {
     let min_ready = min_ready_seconds(rs);
     if min_ready <= 0 {
         return None;
@@ -157,11 +161,8 @@ pub fn next_available(rs: &ReplicaSet, pods: &[Arc<Pod>], now: Timestamp) -> Opt
         })
 }
 
-fn scheduled(pod: &Pod) -> bool {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .is_some_and(|n| !n.is_empty())
+fn scheduled(pod: &PodSummary) -> bool {
+    pod.node.is_some()
 }
 
 /// The controller owner reference of an object, if any.
@@ -190,21 +191,24 @@ pub struct Plan {
 }
 
 /// The live pods a ReplicaSet owns, or would adopt, among `pods`.
-fn mine<'a>(rs: &ReplicaSet, pods: &'a [Arc<Pod>]) -> (Vec<&'a Pod>, Vec<&'a Pod>) {
+fn mine<'a>(
+    rs: &ReplicaSet,
+    pods: &'a [Arc<PodSummary>],
+) -> (Vec<&'a PodSummary>, Vec<&'a PodSummary>) {
     let uid = rs.metadata.uid.as_deref();
-    let namespace = rs.namespace();
+    let namespace = rs.namespace().unwrap_or_default();
     let selector = rs.spec.as_ref().map(|s| &s.selector);
     let mut owned = Vec::new();
     let mut orphans = Vec::new();
     for pod in pods {
-        if pod.namespace() != namespace || !active(pod) {
+        if *pod.namespace != *namespace || !active(pod) {
             continue;
         }
-        match controller_ref(&pod.metadata) {
-            Some(owner) if Some(owner.uid.as_str()) == uid => owned.push(&**pod),
+        match pod.controller() {
+            Some(owner) if Some(&*owner.uid) == uid => owned.push(&**pod),
             Some(_) => {}
             None => {
-                if selector.is_some_and(|s| selects(s, pod.labels())) {
+                if selector.is_some_and(|s| selects_with(s, |k| pod.labels.get(k))) {
                     orphans.push(&**pod);
                 }
             }
@@ -215,29 +219,26 @@ fn mine<'a>(rs: &ReplicaSet, pods: &'a [Arc<Pod>]) -> (Vec<&'a Pod>, Vec<&'a Pod
 
 /// Surplus order: unscheduled first, then not ready, then the newest, then
 /// by name.
-fn delete_order(a: &Pod, b: &Pod) -> std::cmp::Ordering {
-    let rank = |p: &Pod| (scheduled(p), ready(p));
+fn delete_order(a: &PodSummary, b: &PodSummary) -> std::cmp::Ordering {
+    let rank = |p: &PodSummary| (scheduled(p), ready(p));
     rank(a)
         .cmp(&rank(b))
-        .then_with(|| {
-            let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            created(b).cmp(&created(a))
-        })
-        .then_with(|| a.name_any().cmp(&b.name_any()))
+        .then_with(|| b.created.cmp(&a.created))
+        .then_with(|| a.name.cmp(&b.name))
 }
 
 /// What to do so that `rs` has [`wanted`] live pods, given the cached pods.
 /// A ReplicaSet being deleted is left to the garbage collector, as
 /// Kubernetes' controller does: it neither adopts, creates nor deletes.
-pub fn plan(rs: &ReplicaSet, pods: &[Arc<Pod>]) -> Plan {
+pub fn plan(rs: &ReplicaSet, pods: &[Arc<PodSummary>]) -> Plan {
     if rs.metadata.deletion_timestamp.is_some() {
         return Plan::default();
     }
     let (owned, orphans) = mine(rs, pods);
-    let mut counted: Vec<&Pod> = owned;
+    let mut counted: Vec<&PodSummary> = owned;
     let mut adopt = Vec::new();
     for orphan in orphans {
-        adopt.push(orphan.name_any());
+        adopt.push(orphan.name.to_string());
         counted.push(orphan);
     }
     let want = wanted(rs);
@@ -251,14 +252,14 @@ pub fn plan(rs: &ReplicaSet, pods: &[Arc<Pod>]) -> Plan {
         counted.sort_by(|a, b| delete_order(a, b));
         plan.delete = counted[..counted.len() - want]
             .iter()
-            .map(|p| p.name_any())
+            .map(|p| p.name.to_string())
             .collect();
     }
     plan
 }
 
 /// The status of `rs` at `now` given the cached pods (those it owns).
-pub fn status(rs: &ReplicaSet, pods: &[Arc<Pod>], now: Timestamp) -> ReplicaSetStatus {
+pub fn status(rs: &ReplicaSet, pods: &[Arc<PodSummary>], now: Timestamp) -> ReplicaSetStatus {
     let (owned, _) = mine(rs, pods);
     let template_labels = rs
         .spec
@@ -267,7 +268,7 @@ pub fn status(rs: &ReplicaSet, pods: &[Arc<Pod>], now: Timestamp) -> ReplicaSetS
         .and_then(|t| t.metadata.as_ref())
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
-    let count = |f: &dyn Fn(&Pod) -> bool| {
+    let count = |f: &dyn Fn(&PodSummary) -> bool| {
         i32::try_from(owned.iter().filter(|p| f(p)).count()).unwrap_or(i32::MAX)
     };
     let min_ready = min_ready_seconds(rs);
@@ -276,10 +277,9 @@ pub fn status(rs: &ReplicaSet, pods: &[Arc<Pod>], now: Timestamp) -> ReplicaSetS
         ready_replicas: Some(count(&|p| ready(p))),
         available_replicas: Some(count(&|p| available(p, min_ready, now))),
         fully_labeled_replicas: Some(count(&|p| {
-            let labels = p.labels();
             template_labels
                 .iter()
-                .all(|(k, v)| labels.get(k) == Some(v))
+                .all(|(k, v)| p.labels.get(k) == Some(v.as_str()))
         })),
         observed_generation: rs.metadata.generation,
         conditions: None,
@@ -341,7 +341,7 @@ pub struct Expectations {
 pub struct Context {
     pub client: Client,
     pub replicasets: Store<ReplicaSet>,
-    pub pods: Store<Pod>,
+    pub pods: Pods,
     pub expectations: Mutex<HashMap<Key, Expectations>>,
 }
 
@@ -354,12 +354,17 @@ impl Context {
             return true;
         };
         let namespace = &key.0;
-        let seen = |name: &String| self.pods.get(&ObjectRef::new(name).within(namespace));
-        let done = expect.created.iter().all(|n| seen(n).is_some())
-            && expect
-                .deleted
+        let done = {
+            let pods = self.pods.read();
+            expect
+                .created
                 .iter()
-                .all(|n| seen(n).is_none_or(|p| p.metadata.deletion_timestamp.is_some()));
+                .all(|n| pods.get(namespace, n).is_some())
+                && expect
+                    .deleted
+                    .iter()
+                    .all(|n| pods.get(namespace, n).is_none_or(|p| p.deleting))
+        };
         let expired = expect
             .since
             .is_none_or(|s| s.elapsed() > EXPECTATION_TIMEOUT);
@@ -369,6 +374,36 @@ impl Context {
         }
         false
     }
+
+    /// The pods `rs` controls and the orphans of its namespace: all it
+    /// may own or adopt.
+    fn candidates(&self, rs: &ReplicaSet) -> Vec<Arc<PodSummary>> {
+        let pods = self.pods.read();
+        let uid = rs.metadata.uid.as_deref().unwrap_or_default();
+        let namespace = rs.namespace().unwrap_or_default();
+        pods.controlled_by(uid)
+            .chain(
+                pods.in_namespace(&namespace)
+                    .filter(|p| p.controller().is_none()),
+            )
+            .cloned()
+            .collect()
+    }
+}
+
+/// The owner references of `pod` as the API holds them.
+fn owner_references(pod: &PodSummary) -> Vec<OwnerReference> {
+    pod.owners
+        .iter()
+        .map(|o| OwnerReference {
+            api_version: o.api_version.to_string(),
+            kind: o.kind.to_string(),
+            name: o.name.to_string(),
+            uid: o.uid.to_string(),
+            controller: o.controller.then_some(true),
+            block_owner_deletion: o.block_owner_deletion.then_some(true),
+        })
+        .collect()
 }
 
 /// Makes the pods of the ReplicaSet at `key` match [`plan`] and writes its
@@ -386,27 +421,27 @@ pub async fn reconcile(key: &Key, ctx: &Context) -> Result<Option<Duration>, Err
     if !ctx.satisfied(key) {
         return Ok(None);
     }
-    let pods = ctx.pods.state();
+    let pods = ctx.candidates(&rs);
     let plan = plan(&rs, &pods);
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let mut view = pods;
     for orphan in &plan.adopt {
-        let Some(pod) = ctx.pods.get(&ObjectRef::new(orphan).within(namespace)) else {
+        let Some(pod) = ctx.pods.get(namespace, orphan) else {
             continue;
         };
-        let mut owners = pod.metadata.owner_references.clone().unwrap_or_default();
+        let mut owners = owner_references(&pod);
         owners.push(owner_ref(&rs));
         let patch = json!({"metadata": {
             "ownerReferences": owners,
-            "resourceVersion": pod.resource_version(),
+            "resourceVersion": &*pod.resource_version,
         }});
         match pod_api
             .patch(orphan, &patch_params(), &Patch::Merge(&patch))
             .await
         {
             Ok(adopted) => {
-                view.retain(|p| p.name_any() != *orphan || p.namespace() != rs.namespace());
-                view.push(Arc::new(adopted));
+                view.retain(|p| *p.name != **orphan);
+                view.push(Arc::new(PodSummary::from(&adopted)));
             }
             // Changed or gone meanwhile: the next event decides again.
             Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => {}
@@ -446,11 +481,41 @@ pub async fn reconcile(key: &Key, ctx: &Context) -> Result<Option<Duration>, Err
     Ok(next_available(&rs, &view, now))
 }
 
-/// Runs the controller until dropped.
+/// Queues the ReplicaSets a pod change concerns: the controller owner of
+/// either side, or for an orphan every ReplicaSet of its namespace that
+/// selects it.
+fn queue_for(change: &Change, replicasets: &Store<ReplicaSet>, queue: &Queue) {
+    for pod in change.sides() {
+        match pod.controller() {
+            Some(owner) if &*owner.kind == "ReplicaSet" => {
+                queue.add((pod.namespace.to_string(), owner.name.to_string()));
+            }
+            Some(_) => {}
+            None => {
+                for rs in replicasets.state() {
+                    if rs.namespace().as_deref() == Some(&*pod.namespace)
+                        && rs
+                            .spec
+                            .as_ref()
+                            .is_some_and(|s| selects_with(&s.selector, |k| pod.labels.get(k)))
+                    {
+                        queue.add(key_of(&*rs));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs the controller until dropped, with its own pod watch.
 pub async fn run(client: Client) {
+    crate::pods::standalone(client.clone(), |pods| run_with(client, pods)).await;
+}
+
+/// Runs the controller until dropped, reading pods from `pods`.
+pub async fn run_with(client: Client, pods: Pods) {
     let queue = Queue::default();
     let (replicasets, rs_events) = cache::reflect::<ReplicaSet>(&client);
-    let (pods, pod_events) = cache::reflect::<Pod>(&client);
 
     let rs_queue = queue.clone();
     let feed_rs = rs_events.for_each(move |event| {
@@ -459,32 +524,16 @@ pub async fn run(client: Client) {
         }
         futures::future::ready(())
     });
-    let pod_queue = queue.clone();
-    let rs_cache = replicasets.clone();
-    let feed_pods = pod_events.for_each(move |event| {
-        if let Ok(pod) = event {
-            let namespace = pod.namespace().unwrap_or_default();
-            match controller_ref(&pod.metadata) {
-                Some(owner) if owner.kind == "ReplicaSet" => {
-                    pod_queue.add((namespace, owner.name.clone()));
-                }
-                Some(_) => {}
-                None => {
-                    for rs in rs_cache.state() {
-                        if rs.namespace().as_deref() == Some(namespace.as_str())
-                            && rs
-                                .spec
-                                .as_ref()
-                                .is_some_and(|s| selects(&s.selector, pod.labels()))
-                        {
-                            pod_queue.add(key_of(&*rs));
-                        }
-                    }
-                }
+    let mut changes = pods.subscribe();
+    let feed_pods = {
+        let queue = queue.clone();
+        let replicasets = replicasets.clone();
+        async move {
+            while let Some(change) = changes.recv().await {
+                queue_for(&change, &replicasets, &queue);
             }
         }
-        futures::future::ready(())
-    });
+    };
 
     let ctx = Context {
         client,
@@ -503,7 +552,7 @@ pub async fn run(client: Client) {
     };
     let work = async {
         let _ = replicasets.wait_until_ready().await;
-        let _ = pods.wait_until_ready().await;
+        pods.wait_until_ready().await;
         let mut resync = tokio::time::interval(RESYNC);
         loop {
             let key = tokio::select! {
@@ -558,7 +607,11 @@ mod tests {
         created: i64,
     }
 
-    fn pod(p: P) -> Arc<Pod> {
+    fn summary(pod: &Pod) -> Arc<PodSummary> {
+        Arc::new(PodSummary::from(pod))
+    }
+
+    fn typed(p: P) -> Pod {
         let mut pod = json!({
             "metadata": {"name": p.name, "namespace": "default", "labels": {"app": "web", "v": "1"},
                 "creationTimestamp": jiff::Timestamp::from_second(p.created).unwrap().to_string()},
@@ -572,17 +625,25 @@ mod tests {
         if p.node {
             pod["spec"]["nodeName"] = json!("node-1");
         }
-        Arc::new(serde_json::from_value(pod).unwrap())
+        serde_json::from_value(pod).unwrap()
     }
 
-    fn owned(name: &'static str, node: bool, ready: bool, created: i64) -> Arc<Pod> {
-        pod(P {
+    fn pod(p: P) -> Arc<PodSummary> {
+        summary(&typed(p))
+    }
+
+    fn owned_pod(name: &'static str, node: bool, ready: bool, created: i64) -> Pod {
+        typed(P {
             name,
             owner: Some("rs-uid"),
             node,
             ready,
             created,
         })
+    }
+
+    fn owned(name: &'static str, node: bool, ready: bool, created: i64) -> Arc<PodSummary> {
+        summary(&owned_pod(name, node, ready, created))
     }
 
     #[test]
@@ -601,13 +662,13 @@ mod tests {
             ready: true,
             created: 1,
         });
-        let mut finished = (*owned("done", true, false, 1)).clone();
+        let mut finished = owned_pod("done", true, false, 1);
         finished.status.as_mut().unwrap().phase = Some("Failed".into());
         let pods = [
             owned("a", true, true, 1),
             orphan,
             others,
-            Arc::new(finished),
+            summary(&finished),
         ];
         let plan = plan(&rs(4), &pods);
         assert_eq!(plan.adopt, vec!["orphan".to_string()]);
@@ -680,12 +741,12 @@ mod tests {
 
     #[test]
     fn status_counts_owned_live_pods() {
-        let mut relabeled = (*owned("relabeled", true, false, 1)).clone();
+        let mut relabeled = owned_pod("relabeled", true, false, 1);
         relabeled.labels_mut().remove("v");
         let pods = [
             owned("a", true, true, 1),
             owned("b", true, false, 1),
-            Arc::new(relabeled),
+            summary(&relabeled),
         ];
         let status = status(&rs(3), &pods, Timestamp::now());
         assert_eq!(status.replicas, 3);
@@ -715,11 +776,11 @@ mod tests {
         );
     }
 
-    fn ready_at(name: &'static str, since: Option<&str>) -> Arc<Pod> {
-        let mut pod = (*owned(name, true, true, 1)).clone();
+    fn ready_at(name: &'static str, since: Option<&str>) -> Arc<PodSummary> {
+        let mut pod = owned_pod(name, true, true, 1);
         let condition = &mut pod.status.as_mut().unwrap().conditions.as_mut().unwrap()[0];
         condition.last_transition_time = since.map(|s| Time(s.parse().unwrap()));
-        Arc::new(pod)
+        summary(&pod)
     }
 
     #[test]

@@ -17,10 +17,13 @@
 //! ... preemption: ...`), which goes to the pod's `PodScheduled=False`
 //! (`Unschedulable`) condition and a `FailedScheduling` event.
 //!
-//! [`run`] reflects Nodes and Pods; pending pods are queued on their own
-//! events, all of them on node events and every few seconds. Pods bound
-//! but not yet seen bound in the cache are counted where they were sent
-//! ("assumed", as kube-scheduler's cache does), so a burst spreads.
+//! [`run`] reflects Nodes and reads pods from the shared [`crate::pods`]
+//! cache, which keeps a pod's whole spec only while it is pending; pending
+//! pods are queued on their own changes, all of them on node events and
+//! every few seconds. An attempt looks only at the pods bound to the
+//! nodes it considers (the cache's node index). Pods bound but not yet
+//! seen bound in the cache are counted where they were sent ("assumed", as
+//! kube-scheduler's cache does), so a burst spreads.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -31,12 +34,13 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, PodCondition, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::cache;
 use crate::events::{self, Note};
+use crate::pods::{self, HostPort, PodSummary, Pods};
 use crate::queue::{Key, Queue};
 
 /// The scheduler's name, as Events' source component.
@@ -212,44 +216,27 @@ fn ready(node: &Node) -> bool {
         .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
-/// `(hostPort, protocol, hostIP)` of every container port with a host port.
-fn host_ports(pod: &Pod) -> Vec<(i32, String, String)> {
-    let Some(spec) = pod.spec.as_ref() else {
-        return Vec::new();
-    };
-    spec.init_containers
-        .iter()
-        .flatten()
-        .chain(&spec.containers)
-        .flat_map(|c| c.ports.iter().flatten())
-        .filter_map(|p| {
-            let port = p.host_port.filter(|&h| h > 0)?;
-            let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
-            let ip = p.host_ip.clone().unwrap_or_default();
-            Some((port, protocol, ip))
-        })
-        .collect()
-}
-
 fn wildcard(ip: &str) -> bool {
     matches!(ip, "" | "0.0.0.0" | "::")
 }
 
 /// Whether two host ports collide: same port and protocol, and the same
 /// host IP or either bound to all addresses.
-fn collide(a: &(i32, String, String), b: &(i32, String, String)) -> bool {
-    a.0 == b.0 && a.1 == b.1 && (a.2 == b.2 || wildcard(&a.2) || wildcard(&b.2))
+fn collide(a: &HostPort, b: &HostPort) -> bool {
+    a.port == b.port
+        && a.protocol == b.protocol
+        && (a.ip == b.ip || wildcard(&a.ip) || wildcard(&b.ip))
 }
 
 /// The pod's controller (first owner reference with `controller: true`).
-fn controller_of(pod: &Pod) -> Option<(String, String, String)> {
+fn controller_of(pod: &Pod) -> Option<(&str, &str, &str)> {
     pod.owner_references()
         .iter()
         .find(|o| o.controller == Some(true))
-        .map(|o| (o.kind.clone(), o.name.clone(), o.uid.clone()))
+        .map(|o| (o.kind.as_str(), o.name.as_str(), o.uid.as_str()))
 }
 
-fn unfit(pod: &Pod, node: &Node, on_node: &[&Pod]) -> Option<Unfit> {
+fn unfit(pod: &Pod, wanted: &[HostPort], node: &Node, on_node: &[&PodSummary]) -> Option<Unfit> {
     if !ready(node) {
         return Some(Unfit::NotReady);
     }
@@ -278,44 +265,47 @@ fn unfit(pod: &Pod, node: &Node, on_node: &[&Pod]) -> Option<Unfit> {
     {
         return Some(Unfit::Selector);
     }
-    let wanted = host_ports(pod);
     if !wanted.is_empty() {
-        let taken: Vec<_> = on_node.iter().flat_map(|p| host_ports(p)).collect();
-        if wanted.iter().any(|w| taken.iter().any(|t| collide(w, t))) {
+        let mut taken = on_node.iter().flat_map(|p| p.host_ports.iter());
+        if taken.any(|t| wanted.iter().any(|w| collide(w, t))) {
             return Some(Unfit::HostPorts);
         }
     }
     None
 }
 
-/// The node `pod` should go to, given every node and every pod (those
-/// with a `nodeName` count on their node, finished ones do not).
-pub fn choose(pod: &Pod, nodes: &[Arc<Node>], pods: &[Arc<Pod>]) -> Result<String, NoFit> {
-    let mut by_node: HashMap<&str, Vec<&Pod>> = HashMap::new();
+/// The node `pod` should go to, given every node and the pods bound to
+/// them (those with a `nodeName` count on their node, finished ones do
+/// not).
+pub fn choose(pod: &Pod, nodes: &[Arc<Node>], pods: &[Arc<PodSummary>]) -> Result<String, NoFit> {
+    let (name, namespace) = (pod.name_any(), pod.namespace().unwrap_or_default());
+    let mut by_node: HashMap<&str, Vec<&PodSummary>> = HashMap::new();
     for other in pods {
-        if finished(other)
-            || (other.name_any() == pod.name_any() && other.namespace() == pod.namespace())
-        {
+        if other.finished || (*other.name == *name && *other.namespace == *namespace) {
             continue;
         }
-        if let Some(node) = node_name(other) {
+        if let Some(node) = other.node.as_deref() {
             by_node.entry(node).or_default().push(other);
         }
     }
+    let wanted = pods::host_ports(pod);
     let owner = controller_of(pod);
     let mut reasons = BTreeMap::new();
     let mut best: Option<((usize, usize, usize, String), String)> = None;
     for node in nodes {
         let name = node.name_any();
         let on_node = by_node.get(name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-        if let Some(why) = unfit(pod, node, on_node) {
+        if let Some(why) = unfit(pod, &wanted, node, on_node) {
             *reasons.entry(why).or_insert(0) += 1;
             continue;
         }
         let siblings = match &owner {
-            Some(owner) => on_node
+            Some((kind, name, uid)) => on_node
                 .iter()
-                .filter(|p| controller_of(p).as_ref() == Some(owner))
+                .filter(|p| {
+                    p.controller()
+                        .is_some_and(|o| (&*o.kind, &*o.name, &*o.uid) == (*kind, *name, *uid))
+                })
                 .count(),
             None => 0,
         };
@@ -353,7 +343,7 @@ pub enum Error {
 pub struct Context {
     pub client: Client,
     pub nodes: Store<Node>,
-    pub pods: Store<Pod>,
+    pub pods: Pods,
     /// Pods bound but not yet seen bound in the cache, and their node.
     pub assumed: Mutex<HashMap<Key, String>>,
     /// The last FailedScheduling message per pod and when it was said, so
@@ -361,10 +351,6 @@ pub struct Context {
     /// the Event) only after [`RESAY`], as kube-scheduler retries
     /// unschedulable pods every five minutes.
     pub failures: Mutex<HashMap<Key, (String, Instant)>>,
-}
-
-fn pod_key(pod: &Pod) -> Key {
-    (pod.namespace().unwrap_or_default(), pod.name_any())
 }
 
 fn pod_ref(pod: &Pod) -> ObjectReference {
@@ -379,28 +365,30 @@ fn pod_ref(pod: &Pod) -> ObjectReference {
 }
 
 impl Context {
-    /// The cached pods with the assumed bindings applied; assumptions the
-    /// cache has caught up with (bound, or gone) are dropped.
-    fn pods_view(&self) -> Vec<Arc<Pod>> {
+    /// The pods bound to `nodes`, with the assumed bindings applied;
+    /// assumptions the cache has caught up with (bound, or gone) are
+    /// dropped.
+    fn pods_view(&self, nodes: &[Arc<Node>]) -> Vec<Arc<PodSummary>> {
         let mut assumed = self.assumed.lock().unwrap_or_else(|e| e.into_inner());
-        let pods = self.pods.state();
-        let mut live = HashMap::new();
-        let view = pods
-            .into_iter()
-            .map(|pod| {
-                let key = pod_key(&pod);
-                match assumed.get(&key) {
-                    Some(node) if node_name(&pod).is_none() => {
-                        live.insert(key, node.clone());
-                        let mut bound = (*pod).clone();
-                        bound.spec.get_or_insert_default().node_name = Some(node.clone());
-                        Arc::new(bound)
-                    }
-                    _ => pod,
-                }
-            })
+        let pods = self.pods.read();
+        let mut view: Vec<Arc<PodSummary>> = nodes
+            .iter()
+            .flat_map(|node| pods.on_node(&node.name_any()))
+            .cloned()
             .collect();
-        *assumed = live;
+        assumed.retain(|(namespace, name), node| {
+            let Some(pod) = pods.get(namespace, name) else {
+                return false;
+            };
+            if pod.node.is_some() {
+                return false;
+            }
+            let mut bound = (**pod).clone();
+            bound.node = Some(node.as_str().into());
+            bound.pending = None;
+            view.push(Arc::new(bound));
+            true
+        });
         view
     }
 }
@@ -438,14 +426,20 @@ pub fn unschedulable_condition(pod: &Pod, message: &str, now: Timestamp) -> Opti
 /// Places the pod at `key` if it is pending.
 pub async fn reconcile(key: &Key, ctx: &Context) -> Result<(), Error> {
     let (namespace, name) = key;
-    let Some(pod) = ctx.pods.get(&ObjectRef::new(name).within(namespace)) else {
+    // Only a pending pod keeps its whole spec in the cache.
+    let Some(pod) = ctx
+        .pods
+        .get(namespace, name)
+        .and_then(|p| p.pending.clone())
+    else {
         ctx.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
         return Ok(());
     };
-    let pods = ctx.pods_view();
+    let nodes = ctx.nodes.state();
+    let pods = ctx.pods_view(&nodes);
     let assumed = ctx
         .assumed
         .lock()
@@ -454,7 +448,7 @@ pub async fn reconcile(key: &Key, ctx: &Context) -> Result<(), Error> {
     if !pending(&pod) || assumed {
         return Ok(());
     }
-    let node = match choose(&pod, &ctx.nodes.state(), &pods) {
+    let node = match choose(&pod, &nodes, &pods) {
         Ok(node) => node,
         Err(no_fit) => {
             let message = no_fit.to_string();
@@ -545,20 +539,28 @@ pub async fn reconcile(key: &Key, ctx: &Context) -> Result<(), Error> {
     Ok(())
 }
 
-/// Runs the scheduler until dropped.
+/// Runs the scheduler until dropped, with its own pod watch.
 pub async fn run(client: Client) {
+    crate::pods::standalone(client.clone(), |pods| run_with(client, pods)).await;
+}
+
+/// Runs the scheduler until dropped, reading pods from `pods`.
+pub async fn run_with(client: Client, pods: Pods) {
     let queue = Queue::default();
     let (nodes, node_events) = cache::reflect::<Node>(&client);
-    let (pods, pod_events) = cache::reflect::<Pod>(&client);
 
     let all_pending = {
         let pods = pods.clone();
         let queue = queue.clone();
         move || {
-            for pod in pods.state() {
-                if pending(&pod) {
-                    queue.add(pod_key(&pod));
-                }
+            let pending: Vec<Key> = pods
+                .read()
+                .all()
+                .filter(|p| p.pending.is_some())
+                .map(|p| p.key())
+                .collect();
+            for key in pending {
+                queue.add(key);
             }
         }
     };
@@ -569,15 +571,19 @@ pub async fn run(client: Client) {
         }
         futures::future::ready(())
     });
-    let pod_queue = queue.clone();
-    let feed_pods = pod_events.for_each(move |event| {
-        if let Ok(pod) = event
-            && pending(&pod)
-        {
-            pod_queue.add(pod_key(&pod));
+    let mut changes = pods.subscribe();
+    let feed_pods = {
+        let queue = queue.clone();
+        async move {
+            while let Some(change) = changes.recv().await {
+                if let Some(pod) = change.after
+                    && pod.pending.is_some()
+                {
+                    queue.add(pod.key());
+                }
+            }
         }
-        futures::future::ready(())
-    });
+    };
 
     let ctx = Context {
         client,
@@ -588,7 +594,7 @@ pub async fn run(client: Client) {
     };
     let work = async {
         let _ = nodes.wait_until_ready().await;
-        let _ = pods.wait_until_ready().await;
+        pods.wait_until_ready().await;
         all_pending();
         let mut resync = tokio::time::interval(RESYNC);
         loop {
@@ -643,6 +649,10 @@ mod tests {
         serde_json::from_value(pod).unwrap()
     }
 
+    fn summary(pod: Pod) -> Arc<PodSummary> {
+        Arc::new(PodSummary::from(&pod))
+    }
+
     fn with_host_port(mut pod: Pod, port: i32, protocol: &str, ip: Option<&str>) -> Pod {
         let mut p = json!({"containerPort": 80, "hostPort": port, "protocol": protocol});
         if let Some(ip) = ip {
@@ -676,9 +686,9 @@ mod tests {
         ];
         // node-1 has one sibling, node-2 two unrelated pods: the sibling count wins.
         let pods = [
-            Arc::new(pod("s1", Some("node-1"), Some("web"))),
-            Arc::new(pod("o1", Some("node-2"), None)),
-            Arc::new(pod("o2", Some("node-2"), Some("db"))),
+            summary(pod("s1", Some("node-1"), Some("web"))),
+            summary(pod("o1", Some("node-2"), None)),
+            summary(pod("o2", Some("node-2"), Some("db"))),
         ];
         assert_eq!(
             choose(&pod("new", None, Some("web")), &nodes, &pods).unwrap(),
@@ -697,7 +707,7 @@ mod tests {
         // Finished pods do not count.
         let mut done = pod("done", Some("node-1"), Some("web"));
         done.status = Some(serde_json::from_value(json!({"phase": "Succeeded"})).unwrap());
-        let pods = [Arc::new(done), Arc::new(pod("o1", Some("node-2"), None))];
+        let pods = [summary(done), summary(pod("o1", Some("node-2"), None))];
         assert_eq!(
             choose(&pod("new", None, Some("web")), &nodes, &pods).unwrap(),
             "node-1"
@@ -726,7 +736,7 @@ mod tests {
             node("node-1", true, json!({})),
             node("node-2", true, json!({})),
         ];
-        let on_1 = Arc::new(with_host_port(
+        let on_1 = summary(with_host_port(
             pod("a", Some("node-1"), None),
             8080,
             "TCP",
@@ -736,8 +746,8 @@ mod tests {
         // node-2 holds more pods, so only the port sends the pod there.
         let busy = [
             on_1.clone(),
-            Arc::new(pod("x", Some("node-2"), None)),
-            Arc::new(pod("y", Some("node-2"), None)),
+            summary(pod("x", Some("node-2"), None)),
+            summary(pod("y", Some("node-2"), None)),
         ];
         assert_eq!(choose(&want, &nodes, &busy).unwrap(), "node-2");
         // Another protocol, or two distinct host IPs, do not collide.
@@ -746,7 +756,7 @@ mod tests {
             choose(&udp, &nodes[..1], std::slice::from_ref(&on_1)).unwrap(),
             "node-1"
         );
-        let on_1_ip = Arc::new(with_host_port(
+        let on_1_ip = summary(with_host_port(
             pod("d", Some("node-1"), None),
             9090,
             "TCP",
@@ -758,7 +768,7 @@ mod tests {
             "node-1"
         );
         // Taken on both: no fit.
-        let on_2 = Arc::new(with_host_port(
+        let on_2 = summary(with_host_port(
             pod("f", Some("node-2"), None),
             8080,
             "TCP",
@@ -900,7 +910,7 @@ mod tests {
                 node("b-plain", true, json!({})),
             ];
             // Even with more pods on b, a is out for a pod without the toleration.
-            let pods = [Arc::new(pod("x", Some("b-plain"), None))];
+            let pods = [summary(pod("x", Some("b-plain"), None))];
             assert_eq!(
                 choose(&pod("p", None, None), &nodes, &pods).unwrap(),
                 "b-plain"
@@ -932,8 +942,8 @@ mod tests {
         ];
         // b has more pods, yet a's untolerated soft taint sends the pod to b.
         let pods = [
-            Arc::new(pod("x", Some("b-plain"), None)),
-            Arc::new(pod("y", Some("b-plain"), None)),
+            summary(pod("x", Some("b-plain"), None)),
+            summary(pod("y", Some("b-plain"), None)),
         ];
         assert_eq!(
             choose(&pod("p", None, None), &nodes, &pods).unwrap(),

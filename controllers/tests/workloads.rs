@@ -462,7 +462,6 @@ async fn only_dependents_of_missing_owners_are_collected() {
 #[tokio::test]
 async fn an_owner_missing_only_from_the_cache_keeps_its_dependents() {
     use knit_controllers::gc;
-    use kube::runtime::{reflector, watcher};
 
     // The API server without any controller: the collector is driven by hand.
     let cluster = common::api_server().await;
@@ -485,21 +484,13 @@ async fn an_owner_missing_only_from_the_cache_keeps_its_dependents() {
         .await
         .unwrap();
 
-    // Caches that hold the dependent but not (yet) its owner.
-    let (endpoint_cache, mut writer) = reflector::store::<Endpoints>();
-    writer.apply_watcher_event(&watcher::Event::Apply(dependent));
-    let ctx = gc::Context {
-        client: client.clone(),
-        deployments: reflector::store().0,
-        replicasets: reflector::store().0,
-        services: reflector::store().0,
-        pods: reflector::store().0,
-        nodes: reflector::store().0,
-        endpoints: endpoint_cache,
-        slices: reflector::store().0,
-    };
+    // A graph that holds the dependent but not (yet) its owner.
+    let graph = gc::Graph::new([gc::Item::new(
+        gc::Kind::named("Endpoints"),
+        &dependent.metadata,
+    )]);
     let key = ("default".to_string(), "endpoints/web".to_string());
-    gc::reconcile(&key, &ctx).await.unwrap();
+    gc::reconcile_in(&graph, &key, &client).await.unwrap();
     assert!(
         endpoints.get_opt("web").await.unwrap().is_some(),
         "the GET found the owner"
@@ -510,7 +501,7 @@ async fn an_owner_missing_only_from_the_cache_keeps_its_dependents() {
         .delete("web", &DeleteParams::default())
         .await
         .unwrap();
-    gc::reconcile(&key, &ctx).await.unwrap();
+    gc::reconcile_in(&graph, &key, &client).await.unwrap();
     assert!(endpoints.get_opt("web").await.unwrap().is_none());
 }
 
