@@ -10,12 +10,15 @@
 //! test fails. Without root the tests print `SKIP: needs root` and pass,
 //! unless `CI=true`.
 
+mod common;
+
+use common::{have_root, ip, tag};
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,28 +37,6 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-fn have_root() -> bool {
-    if nix::unistd::Uid::effective().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("this test needs root, and CI=true");
-    }
-    println!("SKIP: needs root");
-    false
-}
-
-/// A short tag unique to this test in this process.
-fn tag() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "ka{}{}",
-        std::process::id() % 100_000,
-        (b'a' + n as u8) as char
-    )
-}
-
 /// Removes every namespace whose name starts with the tag.
 struct Cleanup {
     tag: String,
@@ -72,17 +53,6 @@ impl Drop for Cleanup {
             }
         }
     }
-}
-
-fn ip(args: &[&str]) -> Result<String> {
-    let out = Command::new("ip").args(args).output().context("run ip")?;
-    ensure!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn ping(ns: &str, to: &str) -> Result<()> {
@@ -383,7 +353,7 @@ async fn a_pod_gets_a_sandbox_and_status_keeps_its_ip_across_restarts_and_leaves
     if !have_root() {
         return Ok(());
     }
-    let t = tag();
+    let t = tag("ka");
     let _cleanup = Cleanup { tag: t.clone() };
     let node_ns = format!("{t}n");
     node_namespace(&node_ns, "10.100.9.2", None)?;
@@ -632,7 +602,7 @@ async fn pods_on_two_nodes_reach_each_other_through_host_gw_routes() -> Result<(
     if !have_root() {
         return Ok(());
     }
-    let t = tag();
+    let t = tag("ka");
     let _cleanup = Cleanup { tag: t.clone() };
     let switch = format!("{t}s");
     ensure!(LinuxNetns::new().create(&switch)?);

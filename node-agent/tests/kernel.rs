@@ -7,11 +7,14 @@
 //! root namespace's links, routes, nftables or sysctls. Without root the
 //! tests print `SKIP: needs root` and pass, unless `CI=true`.
 
+mod common;
+
+use common::{have_root, ip, tag};
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -23,29 +26,6 @@ use knit_node_agent::sandbox::{self, SandboxPlan};
 const UID_A: &str = "0a0a0a0a-0000-4000-8000-00000000000a";
 const UID_B: &str = "0b0b0b0b-0000-4000-8000-00000000000b";
 const MTU: u32 = 1450;
-
-/// Whether the test can run; panics without root when CI=true.
-fn have_root() -> bool {
-    if nix::unistd::Uid::effective().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("this test needs root, and CI=true");
-    }
-    println!("SKIP: needs root");
-    false
-}
-
-/// A short tag unique to this test in this process, for namespace names.
-fn tag() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "kt{}{}",
-        std::process::id() % 100_000,
-        (b'a' + n as u8) as char
-    )
-}
 
 /// Removes the namespaces it names when dropped, whatever happened; the
 /// node namespace takes its bridge and host veths with it, and with them
@@ -72,18 +52,6 @@ impl Drop for Cleanup {
             }
         }
     }
-}
-
-/// Runs `ip ARGS...` and returns its stdout; fails with its stderr.
-fn ip(args: &[&str]) -> Result<String> {
-    let out = Command::new("ip").args(args).output().context("run ip")?;
-    ensure!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// One ICMP echo from inside `ns` to `to`, answered within a second.
@@ -236,7 +204,7 @@ fn namespaces_are_created_opened_and_deleted_idempotently() -> Result<()> {
     }
     let netns = LinuxNetns::new();
     let mut cleanup = Cleanup::new();
-    let name = format!("{}-ns", tag());
+    let name = format!("{}-ns", tag("kt"));
     cleanup.add(&name);
 
     assert!(!netns.exists(&name)?);
@@ -286,7 +254,7 @@ fn two_pods_on_a_bridge_reach_each_other_and_leave_nothing_behind() -> Result<()
     let root_forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")?;
     let netns = LinuxNetns::new();
     let mut cleanup = Cleanup::new();
-    let t = tag();
+    let t = tag("kt");
     let node_ns = format!("{t}-node");
     let node = node(&netns, &mut cleanup, &node_ns)?;
 
@@ -401,7 +369,7 @@ fn sandboxes_left_half_built_by_a_crash_are_completed() -> Result<()> {
     }
     let netns = LinuxNetns::new();
     let mut cleanup = Cleanup::new();
-    let t = tag();
+    let t = tag("kt");
     let node_ns = format!("{t}-node");
     let node = node(&netns, &mut cleanup, &node_ns)?;
     let prefix = format!("{t}-");

@@ -9,16 +9,19 @@
 //! test fails; nothing here touches the root namespace's ruleset. Without
 //! root the tests print `SKIP: needs root` and pass, unless `CI=true`.
 
+mod common;
+
+use common::{cmd, have_root, tag};
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, bail};
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -37,44 +40,8 @@ const POD_B: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 3);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 4);
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 1);
 
-fn have_root() -> bool {
-    if nix::unistd::Uid::effective().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("this test needs root, and CI=true");
-    }
-    println!("SKIP: needs root");
-    false
-}
-
-fn tag() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "kp{}{}",
-        std::process::id() % 100_000,
-        (b'a' + n as u8) as char
-    )
-}
-
 fn run_file(ns: &str) -> PathBuf {
     Path::new(netns::RUN_DIR).join(ns)
-}
-
-/// Runs a command and returns its stdout; fails with its stderr.
-fn cmd(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("run {program}"))?;
-    ensure!(
-        out.status.success(),
-        "{program} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A TCP server in a pod: answers every connection with its name and the
@@ -197,7 +164,7 @@ impl Drop for Lab {
 /// Node (cbr0 10.0.1.1/24, uplink 10.100.0.3/24 to the outside namespace
 /// 10.100.0.9, default route there), pods A and B, a client pod.
 fn lab() -> Result<Lab> {
-    let t = tag();
+    let t = tag("kp");
     let netns = LinuxNetns::new();
     let cidr: Ipv4Net = "10.0.1.0/24".parse()?;
     let mut lab = Lab {

@@ -8,49 +8,20 @@
 //! what it started. Without root the tests print `SKIP: needs root` and
 //! pass, unless `CI=true`.
 
+mod common;
+
+use common::{have_root, ip, tag};
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use knit_node_agent::containers::{Containers, PodContainers, SandboxRef};
 use knit_node_agent::runtime::{Options, ProcessRuntime, spec::Backoff};
 use serde_json::{Value, json};
 
 const POD_IP: &str = "10.77.0.2";
-
-fn have_root() -> bool {
-    if nix::unistd::Uid::effective().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("this test needs root, and CI=true");
-    }
-    println!("SKIP: needs root");
-    false
-}
-
-fn tag() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "kr{}{}",
-        std::process::id() % 100_000,
-        (b'a' + n as u8) as char
-    )
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip").args(args).output().context("run ip")?;
-    ensure!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
 
 /// A pod network namespace with `lo` up and the pod IP on `eth0`;
 /// removed on drop.
@@ -60,7 +31,7 @@ struct PodNetns {
 
 impl PodNetns {
     fn new() -> Result<Self> {
-        let ns = PodNetns { name: tag() };
+        let ns = PodNetns { name: tag("kr") };
         ip(&["netns", "add", &ns.name])?;
         ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
         // A veth pair with both ends inside (no dummy module here).
