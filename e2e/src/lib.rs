@@ -9,6 +9,9 @@
 //! - [`http`] is a tiny HTTP/1.1 JSON client over hyper 1 with keep-alive
 //!   connections, plus a reader for newline-delimited JSON streams (watch).
 //!
+//! - [`lab`] gives a root test its own `knit lab` (a Drop guard runs
+//!   `knit lab down`), the real kubectl against it, and the diagnostics a
+//!   failure message needs.
 //! - [`stats`] holds the benchmarks' percentiles and `/proc` readings.
 //!
 //! The tests in `tests/` use these; so do the benchmark binaries
@@ -17,6 +20,7 @@
 
 pub mod http;
 pub mod kubectl;
+pub mod lab;
 pub mod server;
 pub mod stats;
 

@@ -132,7 +132,8 @@ pub async fn up(opts: &UpOptions, progress: &mut dyn FnMut(String)) -> Result<La
     }
 
     let mut agents = Vec::new();
-    for node in &plan.nodes {
+    let api = client(&plan.kubeconfig).await?;
+    for (i, node) in plan.nodes.iter().enumerate() {
         fs::create_dir_all(&node.state_dir).map_err(io("create", &node.state_dir))?;
         let args = vec![
             "agent".to_string(),
@@ -158,6 +159,10 @@ pub async fn up(opts: &UpOptions, progress: &mut dyn FnMut(String)) -> Result<La
         });
         state.save()?;
         agents.push((what, child, node.log.clone()));
+        // Node IPAM hands out slices in the order Nodes register; one
+        // agent at a time gives node i the i-th slice (10.0.1.0/24 for
+        // node 1, as in the article) whichever agent would be quicker.
+        wait_for_cidr(&plan, i, &api, &mut agents, opts.timeout).await?;
     }
     progress(format!(
         "{} agents started; waiting for the nodes to be Ready",
@@ -257,6 +262,36 @@ async fn node_states(plan: &LabPlan, client: &kube::Client) -> Result<Vec<(Optio
             (cidr, ready)
         })
         .collect())
+}
+
+/// Waits until node `i` has a podCIDR, failing early if an agent dies.
+async fn wait_for_cidr(
+    plan: &LabPlan,
+    i: usize,
+    client: &kube::Client,
+    agents: &mut [(String, Child, PathBuf)],
+    timeout: Duration,
+) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        for (what, child, log) in agents.iter_mut() {
+            check_running(what, child, log)?;
+        }
+        // A failed list is retried until the deadline, like the rest.
+        if let Ok(states) = node_states(plan, client).await
+            && states.get(i).is_some_and(|(cidr, _)| cidr.is_some())
+        {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            return Err(Error::Timeout {
+                what: format!("node {} has no podCIDR", plan.nodes[i].member.name),
+                waited: start.elapsed(),
+                hint: format!("see the agent log {}", plan.nodes[i].log.display()),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits until every node is Ready with a podCIDR, failing early if an
