@@ -175,6 +175,7 @@ pub async fn run(client: Client, config: ControllersConfig) {
     let on = |name| config.enabled.has(name);
     let pods = pods::Pods::default();
     let shared = [
+        "endpoints",
         "garbage-collector",
         "replicaset",
         "node-lifecycle",
@@ -185,7 +186,10 @@ pub async fn run(client: Client, config: ControllersConfig) {
     tokio::join!(
         only(shared, pods.clone().feed(client.clone())),
         only(on("deployment"), deployment::run(client.clone())),
-        only(on("endpoints"), endpoints::run(client.clone())),
+        only(
+            on("endpoints"),
+            endpoints::run_with(client.clone(), pods.clone())
+        ),
         only(
             on("garbage-collector"),
             gc::run_with(client.clone(), pods.clone())

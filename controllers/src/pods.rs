@@ -1,6 +1,6 @@
-//! The pods every controller but the endpoints controller reads, from one
-//! watch per process: each Pod kept as a [`PodSummary`] — exactly the fields
-//! the ReplicaSet controller, the scheduler, node lifecycle and the garbage
+//! The pods every controller reads, from one watch per process: each Pod
+//! kept as a [`PodSummary`] — exactly the fields the endpoints and
+//! ReplicaSet controllers, the scheduler, node lifecycle and the garbage
 //! collector read, in exact allocations — indexed by node and by controller
 //! owner, with every change sent to each subscriber.
 //!
@@ -20,8 +20,45 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::{mpsc, watch};
 
-pub use crate::endpoints::pods::Labels;
 use crate::queue::Key;
+
+/// A pod's labels sorted by key, each string in one exact allocation (a
+/// `BTreeMap` spends a whole node on a pod's two or three labels).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Labels(Box<[(Box<str>, Box<str>)]>);
+
+impl Labels {
+    /// The value of `key`, if the pod has it.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        let i = self.0.binary_search_by(|(k, _)| (**k).cmp(key)).ok()?;
+        Some(&self.0[i].1)
+    }
+
+    /// Every `(key, value)`, by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (&**k, &**v))
+    }
+}
+
+impl<K: Into<Box<str>>, V: Into<Box<str>>> FromIterator<(K, V)> for Labels {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
+        let mut pairs: Vec<(Box<str>, Box<str>)> = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        pairs.sort();
+        pairs.dedup_by(|a, b| a.0 == b.0);
+        Labels(pairs.into_boxed_slice())
+    }
+}
+
+/// A container port with a name, which a Service's `targetPort` may name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedPort {
+    pub name: Box<str>,
+    pub port: i32,
+    pub protocol: Box<str>,
+}
 
 /// One owner reference of a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +102,17 @@ pub struct PodSummary {
     /// `Succeeded` or `Failed`.
     pub finished: bool,
     pub host_ports: Box<[HostPort]>,
+    /// `status.podIP`, when it has one.
+    pub ip: Option<Box<str>>,
+    /// When the `Ready` condition last changed, whatever it says now: the
+    /// trigger time of the endpoint change it causes.
+    pub ready_transition: Option<Timestamp>,
+    /// `spec.hostname` and `spec.subdomain`, for headless Services' names.
+    pub hostname: Option<Box<str>>,
+    pub subdomain: Option<Box<str>>,
+    /// Container ports that have a name, which a Service's `targetPort`
+    /// may name.
+    pub named_ports: Box<[NamedPort]>,
     /// The whole pod (managedFields dropped) while the scheduler has to
     /// place it: unbound, not being deleted, not finished.
     pub pending: Option<Arc<Pod>>,
@@ -103,6 +151,19 @@ impl From<&Pod> for PodSummary {
             Some("Succeeded" | "Failed")
         );
         let host_ports = host_ports(pod);
+        let ready_condition = conditions.iter().find(|c| c.type_ == "Ready");
+        let named_ports = spec
+            .into_iter()
+            .flat_map(|s| &s.containers)
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter_map(|p| {
+                Some(NamedPort {
+                    name: boxed(p.name.as_deref())?,
+                    port: p.container_port,
+                    protocol: p.protocol.as_deref().unwrap_or("TCP").into(),
+                })
+            })
+            .collect();
         let pending = (node.is_none() && !deleting && !finished).then(|| {
             let mut pod = pod.clone();
             pod.metadata.managed_fields = None;
@@ -139,6 +200,13 @@ impl From<&Pod> for PodSummary {
             deleting,
             finished,
             host_ports,
+            ip: status.and_then(|s| boxed(s.pod_ip.as_deref())),
+            ready_transition: ready_condition
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0),
+            hostname: spec.and_then(|s| boxed(s.hostname.as_deref())),
+            subdomain: spec.and_then(|s| boxed(s.subdomain.as_deref())),
+            named_ports,
             pending,
         }
     }
@@ -164,6 +232,14 @@ impl PodSummary {
     /// Whether the `Ready` condition is `True`.
     pub fn ready(&self) -> bool {
         self.ready_since.is_some()
+    }
+
+    /// The container port named `name` for `protocol`.
+    pub fn named_port(&self, name: &str, protocol: &str) -> Option<i32> {
+        self.named_ports
+            .iter()
+            .find(|p| &*p.name == name && &*p.protocol == protocol)
+            .map(|p| p.port)
     }
 }
 
@@ -453,6 +529,49 @@ mod tests {
 
     fn pod(value: serde_json::Value) -> Pod {
         serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn labels_are_sorted_and_found_by_key() {
+        let labels: Labels = [("tier", "web"), ("app", "shop"), ("z", "")]
+            .into_iter()
+            .collect();
+        let keys: Vec<&str> = labels.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["app", "tier", "z"]);
+        assert_eq!(
+            (labels.get("app"), labels.get("z"), labels.get("b")),
+            (Some("shop"), Some(""), None)
+        );
+    }
+
+    #[test]
+    fn a_summary_keeps_what_endpoints_are_made_of() {
+        let summary = PodSummary::from(&pod(json!({
+            "metadata": {"name": "web-1", "namespace": "shop", "uid": "u1"},
+            "spec": {"nodeName": "n1", "hostname": "web-1", "subdomain": "web",
+                     "containers": [
+                         {"name": "a", "ports": [{"name": "http", "containerPort": 8080},
+                                                 {"containerPort": 9090}]},
+                         {"name": "b", "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"}]}]},
+            "status": {"phase": "Running", "podIP": "10.0.1.2",
+                       "conditions": [{"type": "Ready", "status": "False",
+                                       "lastTransitionTime": "2026-11-26T10:00:00Z"}]},
+        })));
+        assert_eq!(summary.ip.as_deref(), Some("10.0.1.2"));
+        assert!(!summary.ready());
+        assert_eq!(
+            summary.ready_transition,
+            Some("2026-11-26T10:00:00Z".parse().unwrap()),
+            "the transition time is kept whichever way Ready went"
+        );
+        assert_eq!(summary.named_port("http", "TCP"), Some(8080));
+        assert_eq!(summary.named_port("dns", "UDP"), Some(53));
+        assert_eq!(summary.named_port("dns", "TCP"), None);
+        assert_eq!(summary.named_ports.len(), 2, "the unnamed port is not kept");
+        assert_eq!(
+            (summary.hostname.as_deref(), summary.subdomain.as_deref()),
+            (Some("web-1"), Some("web"))
+        );
     }
 
     #[test]

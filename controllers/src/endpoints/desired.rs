@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use super::pods::{Labels, PodView};
+use crate::pods::{Labels, PodSummary};
 
 use super::{MANAGED_BY_LABEL, MANAGER, MAX_SLICE_ENDPOINTS, SERVICE_NAME_LABEL};
 
@@ -65,7 +65,7 @@ fn resolve(
     target: Option<&IntOrString>,
     service_port: i32,
     protocol: &str,
-    pod: &PodView,
+    pod: &PodSummary,
 ) -> Option<i32> {
     match target {
         None => Some(service_port),
@@ -93,7 +93,7 @@ fn owner(service: &Service) -> OwnerReference {
 /// endpoints alone.
 pub fn desired<'a>(
     service: &Service,
-    pods: impl IntoIterator<Item = &'a PodView>,
+    pods: impl IntoIterator<Item = &'a PodSummary>,
 ) -> Option<Desired> {
     let selector = managed_selector(service)?;
     let spec = service.spec.as_ref()?;
@@ -123,17 +123,18 @@ pub fn desired<'a>(
         }
         let subdomain_matches = pod.subdomain.as_deref() == Some(service.name_any().as_str());
         let text = |s: &Option<Box<str>>| s.as_deref().map(str::to_owned);
+        let uid = Some(pod.uid.to_string()).filter(|u| !u.is_empty());
         groups.entry(ports).or_default().push(Backend {
             ip,
-            ready: pod.ready,
-            terminating: pod.terminating,
+            ready: pod.ready(),
+            terminating: pod.deleting,
             node: text(&pod.node),
             hostname: text(&pod.hostname).filter(|_| subdomain_matches),
             target: ObjectReference {
                 kind: Some("Pod".into()),
                 name: Some(pod.name.to_string()),
                 namespace: Some(namespace.clone()),
-                uid: text(&pod.uid),
+                uid,
                 ..ObjectReference::default()
             },
         });
@@ -285,7 +286,7 @@ mod tests {
         .unwrap()
     }
 
-    fn pod(name: &str, ip: Option<&str>, ready: bool) -> PodView {
+    fn pod(name: &str, ip: Option<&str>, ready: bool) -> PodSummary {
         let mut pod = json!({
             "metadata": {"name": name, "namespace": "default", "uid": format!("{name}-uid"),
                          "labels": {"app": "service_test_pod"}},
@@ -298,7 +299,7 @@ mod tests {
             pod["status"]["podIP"] = json!(ip);
         }
         let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod).unwrap();
-        PodView::from(&pod)
+        PodSummary::from(&pod)
     }
 
     fn article_service() -> Service {
@@ -383,7 +384,7 @@ mod tests {
     #[test]
     fn terminating_pods_leave_endpoints_but_stay_in_slices_as_terminating() {
         let mut going = pod("a", Some("10.0.1.2"), true);
-        going.terminating = true;
+        going.deleting = true;
         let want = desired(&article_service(), [&going]).unwrap();
         assert!(want.endpoints.subsets.is_none());
         let conditions = want.slices[0].endpoints[0].conditions.clone().unwrap();
@@ -395,7 +396,7 @@ mod tests {
 
     #[test]
     fn slices_hold_at_most_a_hundred_endpoints() {
-        let pods: Vec<PodView> = (0..250)
+        let pods: Vec<PodSummary> = (0..250)
             .map(|i| {
                 pod(
                     &format!("p{i}"),

@@ -1,116 +1,97 @@
-//! The endpoints controller's picture of the cluster: every Service, every
-//! pod (as a [`PodView`]), and which Services select which pods, kept up to
-//! date change by change. A pod's change costs work in proportion to the
-//! Services that select it and a Service's in proportion to its
-//! namespace's pods, never to the whole cluster: that is what keeps a
-//! readiness flip fast with ten thousand Services.
+//! Which Services select which pods, kept up to date change by change. The
+//! pods themselves live in the process's shared pod cache
+//! ([`crate::pods`]); the index holds only names. A pod's change costs work
+//! in proportion to the Services that select it and a Service's in
+//! proportion to its namespace's pods, never to the whole cluster: that is
+//! what keeps a readiness flip fast with ten thousand Services.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::Service;
 
 use super::desired::{Desired, desired, managed_selector, selects};
-use super::pods::PodView;
 use crate::cache::key_of;
+use crate::pods::{PodSummary, State};
 use crate::queue::Key;
 
 /// Service names of a namespace by one `key=value` pair of their
 /// selectors: namespace → key → value → names.
 type PairIndex = HashMap<String, HashMap<String, HashMap<String, BTreeSet<String>>>>;
 
-/// Services, pods and the selection between them.
+/// Services and the selection between them and the pods.
 #[derive(Debug, Default)]
 pub struct Index {
     services: HashMap<Key, Service>,
     /// Every managed Service under the first pair of its selector: a pod
     /// can only be selected by Services found under one of its own labels.
     by_pair: PairIndex,
-    /// Pods by namespace, then name.
-    pods: HashMap<String, HashMap<Box<str>, PodView>>,
     /// The pods each Service selects, by name. (Which Services select a
     /// pod is found again from its labels through `by_pair`, which costs
     /// less than keeping it for every pod.)
     selected: HashMap<Key, BTreeSet<Box<str>>>,
 }
 
+/// Whether a change from `before` to `after` can change any endpoint:
+/// resourceVersions and owners move all the time, endpoints rarely.
+fn same_endpoint(before: &PodSummary, after: &PodSummary) -> bool {
+    before.uid == after.uid
+        && before.labels == after.labels
+        && before.ip == after.ip
+        && before.ready() == after.ready()
+        && before.deleting == after.deleting
+        && before.finished == after.finished
+        && before.node == after.node
+        && before.hostname == after.hostname
+        && before.subdomain == after.subdomain
+        && before.named_ports == after.named_ports
+}
+
 impl Index {
-    /// The pod at `key`, if known.
-    pub fn pod(&self, (namespace, name): &Key) -> Option<&PodView> {
-        self.pods.get(namespace)?.get(name.as_str())
-    }
-
-    /// Keys of every known pod.
-    pub fn pod_keys(&self) -> Vec<Key> {
-        self.pods
-            .iter()
-            .flat_map(|(ns, pods)| pods.keys().map(|name| (ns.clone(), name.to_string())))
-            .collect()
-    }
-
     /// Keys of every known Service.
     pub fn service_keys(&self) -> Vec<Key> {
         self.services.keys().cloned().collect()
     }
 
-    /// Records `pod` and returns the Services whose endpoints it may
-    /// change: those selecting it now or before. A change that alters
-    /// nothing endpoints are made of returns none.
-    pub fn apply_pod(&mut self, pod: PodView) -> Vec<Key> {
-        let namespace = pod.namespace.to_string();
-        let old = self.pods.get(&namespace).and_then(|p| p.get(&pod.name));
-        if old == Some(&pod) {
+    /// Records a pod's change from `before` to `after` (`None`: absent)
+    /// and returns the Services whose endpoints it may change: those
+    /// selecting it before or after. A change that alters nothing
+    /// endpoints are made of returns none.
+    pub fn apply_pod(
+        &mut self,
+        before: Option<&PodSummary>,
+        after: Option<&PodSummary>,
+    ) -> Vec<Key> {
+        if let (Some(b), Some(a)) = (before, after)
+            && same_endpoint(b, a)
+        {
             return Vec::new();
         }
-        let before = old.map(|old| self.selecting(old)).unwrap_or_default();
-        let now = self.selecting(&pod);
-        for gone in before.difference(&now) {
+        let Some(pod) = after.or(before) else {
+            return Vec::new();
+        };
+        let namespace = pod.namespace.to_string();
+        let was = before.map(|b| self.selecting(b)).unwrap_or_default();
+        let is = after.map(|a| self.selecting(a)).unwrap_or_default();
+        for gone in was.difference(&is) {
             if let Some(pods) = self.selected.get_mut(&(namespace.clone(), gone.clone())) {
                 pods.remove(&pod.name);
             }
         }
-        for new in now.difference(&before) {
+        for new in &is {
             self.selected
                 .entry((namespace.clone(), new.clone()))
                 .or_default()
                 .insert(pod.name.clone());
         }
-        let touched = before
-            .union(&now)
+        was.union(&is)
             .map(|service| (namespace.clone(), service.clone()))
-            .collect();
-        self.pods
-            .entry(namespace)
-            .or_default()
-            .insert(pod.name.clone(), pod);
-        touched
-    }
-
-    /// Forgets the pod at `key`; returns the Services that selected it.
-    pub fn delete_pod(&mut self, (namespace, name): &Key) -> Vec<Key> {
-        let Some(pods) = self.pods.get_mut(namespace) else {
-            return Vec::new();
-        };
-        let Some(old) = pods.remove(name.as_str()) else {
-            return Vec::new();
-        };
-        if pods.is_empty() {
-            self.pods.remove(namespace);
-        }
-        self.selecting(&old)
-            .into_iter()
-            .map(|service| {
-                let service = (namespace.clone(), service);
-                if let Some(pods) = self.selected.get_mut(&service) {
-                    pods.remove(name.as_str());
-                }
-                service
-            })
             .collect()
     }
 
-    /// Records `service`, re-selecting its pods when its selector changed,
-    /// and returns its key (its endpoints always need a look).
-    pub fn apply_service(&mut self, service: Service) -> Key {
+    /// Records `service`, re-selecting its pods from `pods` when its
+    /// selector changed, and returns its key (its endpoints always need a
+    /// look).
+    pub fn apply_service(&mut self, service: Service, pods: &State) -> Key {
         let key = key_of(&service);
         let same_selector = self
             .services
@@ -122,7 +103,7 @@ impl Index {
         let selector = managed_selector(&service).cloned();
         self.services.insert(key.clone(), service);
         if let (false, Some(selector)) = (same_selector, selector) {
-            self.select(&key, &selector);
+            self.select(&key, &selector, pods);
         }
         key
     }
@@ -133,21 +114,20 @@ impl Index {
         self.services.remove(key);
     }
 
-    /// What should exist for the Service at `key`, or `None` when the
-    /// controller leaves its endpoints alone (no such Service, no selector,
-    /// ExternalName).
-    pub fn desired(&self, key: &Key) -> Option<Desired> {
+    /// What should exist for the Service at `key`, given the pods, or
+    /// `None` when the controller leaves its endpoints alone (no such
+    /// Service, no selector, ExternalName).
+    pub fn desired(&self, key: &Key, pods: &State) -> Option<Desired> {
         let service = self.services.get(key)?;
-        let pods = self.pods.get(&key.0);
         let selected = self.selected.get(key).into_iter().flatten();
         desired(
             service,
-            selected.filter_map(|name| pods.and_then(|pods| pods.get(name))),
+            selected.filter_map(|name| pods.get(&key.0, name).map(|p| &**p)),
         )
     }
 
     /// Names of the Services in the pod's namespace that select it.
-    fn selecting(&self, pod: &PodView) -> BTreeSet<String> {
+    fn selecting(&self, pod: &PodSummary) -> BTreeSet<String> {
         let Some(by_key) = self.by_pair.get(&*pod.namespace) else {
             return BTreeSet::new();
         };
@@ -171,7 +151,7 @@ impl Index {
 
     /// Indexes the Service at `key` under `selector` and selects the
     /// namespace's pods.
-    fn select(&mut self, key: &Key, selector: &BTreeMap<String, String>) {
+    fn select(&mut self, key: &Key, selector: &BTreeMap<String, String>, pods: &State) {
         let Some((label, value)) = selector.iter().next() else {
             return;
         };
@@ -183,13 +163,10 @@ impl Index {
             .entry(value.clone())
             .or_default()
             .insert(key.1.clone());
-        let picked: BTreeSet<Box<str>> = self
-            .pods
-            .get(&key.0)
-            .into_iter()
-            .flatten()
-            .filter(|(_, pod)| selects(selector, &pod.labels))
-            .map(|(name, _)| name.clone())
+        let picked: BTreeSet<Box<str>> = pods
+            .in_namespace(&key.0)
+            .filter(|pod| selects(selector, &pod.labels))
+            .map(|pod| pod.name.clone())
             .collect();
         if !picked.is_empty() {
             self.selected.insert(key.clone(), picked);
@@ -215,6 +192,8 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pods::Pods;
+    use k8s_openapi::api::core::v1::Pod;
     use serde_json::json;
 
     fn service(name: &str, selector: serde_json::Value) -> Service {
@@ -225,125 +204,147 @@ mod tests {
         .unwrap()
     }
 
-    fn pod(name: &str, labels: &[(&str, &str)], ready: bool) -> PodView {
-        PodView {
-            namespace: "default".into(),
-            name: name.into(),
-            labels: labels.iter().copied().collect(),
-            ip: Some(format!("10.0.1.{}", name.len() + 1).into()),
-            ready,
-            ..PodView::default()
-        }
+    fn pod_in(namespace: &str, name: &str, labels: serde_json::Value, ready: bool) -> PodSummary {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": namespace, "uid": format!("{name}-uid"),
+                         "labels": labels},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c"}]},
+            "status": {"podIP": format!("10.0.1.{}", name.len() + 1),
+                       "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
+        }))
+        .unwrap();
+        PodSummary::from(&pod)
+    }
+
+    fn pod(name: &str, labels: serde_json::Value, ready: bool) -> PodSummary {
+        pod_in("default", name, labels, ready)
     }
 
     fn key(name: &str) -> Key {
         ("default".into(), name.into())
     }
 
-    fn addresses(index: &Index, service: &str) -> usize {
-        index
-            .desired(&key(service))
-            .and_then(|d| d.endpoints.subsets)
-            .into_iter()
-            .flatten()
-            .map(|s| s.addresses.map_or(0, |a| a.len()))
-            .sum()
+    /// The index and the pod cache, changed together as the controller's
+    /// loop changes them.
+    #[derive(Default)]
+    struct World {
+        index: Index,
+        pods: Pods,
+    }
+
+    impl World {
+        fn pod(&mut self, pod: PodSummary) -> Vec<Key> {
+            let k = (pod.namespace.clone(), pod.name.clone());
+            let before = self.pods.get(&k.0, &k.1);
+            self.pods.apply(k, Some(pod.clone()));
+            self.index.apply_pod(before.as_deref(), Some(&pod))
+        }
+
+        fn delete(&mut self, name: &str) -> Vec<Key> {
+            let before = self.pods.get("default", name);
+            self.pods.apply(("default".into(), name.into()), None);
+            self.index.apply_pod(before.as_deref(), None)
+        }
+
+        fn service(&mut self, service: Service) {
+            let state = self.pods.read();
+            self.index.apply_service(service, &state);
+        }
+
+        fn addresses(&self, service: &str) -> Vec<String> {
+            let state = self.pods.read();
+            self.index
+                .desired(&key(service), &state)
+                .and_then(|d| d.endpoints.subsets)
+                .into_iter()
+                .flatten()
+                .flat_map(|s| s.addresses.unwrap_or_default())
+                .filter_map(|a| a.target_ref?.name)
+                .collect()
+        }
     }
 
     #[test]
     fn a_pod_touches_only_the_services_that_select_it() {
-        let mut index = Index::default();
-        index.apply_service(service("web", json!({"app": "web"})));
-        index.apply_service(service("web-v2", json!({"app": "web", "track": "v2"})));
-        index.apply_service(service("db", json!({"app": "db"})));
+        let mut world = World::default();
+        world.service(service("web", json!({"app": "web"})));
+        world.service(service("web-v2", json!({"app": "web", "track": "v2"})));
+        world.service(service("db", json!({"app": "db"})));
 
-        let touched = index.apply_pod(pod("w1", &[("app", "web")], true));
-        assert_eq!(touched, [key("web")]);
-        let touched = index.apply_pod(pod("w2", &[("app", "web"), ("track", "v2")], true));
-        assert_eq!(touched, [key("web"), key("web-v2")]);
         assert_eq!(
-            (addresses(&index, "web"), addresses(&index, "web-v2")),
-            (2, 1)
-        );
-
-        // The same view again changes nothing; a readiness flip touches
-        // only its services.
-        assert!(
-            index
-                .apply_pod(pod("w1", &[("app", "web")], true))
-                .is_empty()
-        );
-        assert_eq!(
-            index.apply_pod(pod("w1", &[("app", "web")], false)),
+            world.pod(pod("w1", json!({"app": "web"}), true)),
             [key("web")]
         );
-        assert_eq!(addresses(&index, "web"), 1);
+        assert_eq!(
+            world.pod(pod("w2", json!({"app": "web", "track": "v2"}), true)),
+            [key("web"), key("web-v2")]
+        );
+        assert_eq!(world.addresses("web"), ["w1", "w2"]);
+        assert_eq!(world.addresses("web-v2"), ["w2"]);
+
+        // A change endpoints are not made of touches nothing; a readiness
+        // flip touches only its services.
+        let mut moved = pod("w1", json!({"app": "web"}), true);
+        moved.resource_version = "99".into();
+        assert!(world.pod(moved).is_empty());
+        assert_eq!(
+            world.pod(pod("w1", json!({"app": "web"}), false)),
+            [key("web")]
+        );
+        assert_eq!(world.addresses("web"), ["w2"]);
     }
 
     #[test]
     fn relabelling_moves_a_pod_between_services_and_touches_both() {
-        let mut index = Index::default();
-        index.apply_service(service("web", json!({"app": "web"})));
-        index.apply_service(service("db", json!({"app": "db"})));
-        index.apply_pod(pod("p", &[("app", "web")], true));
-        let touched = index.apply_pod(pod("p", &[("app", "db")], true));
-        assert_eq!(touched, [key("db"), key("web")]);
-        assert_eq!((addresses(&index, "web"), addresses(&index, "db")), (0, 1));
-        assert_eq!(index.delete_pod(&key("p")), [key("db")]);
-        assert_eq!(addresses(&index, "db"), 0);
-        assert!(index.delete_pod(&key("p")).is_empty(), "already gone");
+        let mut world = World::default();
+        world.service(service("web", json!({"app": "web"})));
+        world.service(service("db", json!({"app": "db"})));
+        world.pod(pod("p", json!({"app": "web"}), true));
+        assert_eq!(
+            world.pod(pod("p", json!({"app": "db"}), true)),
+            [key("db"), key("web")]
+        );
+        assert_eq!(
+            (world.addresses("web").len(), world.addresses("db").len()),
+            (0, 1)
+        );
+        assert_eq!(world.delete("p"), [key("db")]);
+        assert!(world.addresses("db").is_empty());
+        assert!(world.delete("p").is_empty(), "already gone");
     }
 
     #[test]
     fn a_service_selects_existing_pods_and_a_new_selector_reselects() {
-        let mut index = Index::default();
-        index.apply_pod(pod("a", &[("app", "web")], true));
-        index.apply_pod(pod("b", &[("app", "db")], true));
-        index.apply_service(service("svc", json!({"app": "web"})));
-        assert_eq!(addresses(&index, "svc"), 1);
-        let desired = index.desired(&key("svc")).unwrap();
-        let target = desired.endpoints.subsets.unwrap()[0]
-            .addresses
-            .clone()
-            .unwrap()[0]
-            .target_ref
-            .clone()
-            .unwrap();
-        assert_eq!(target.name.as_deref(), Some("a"));
+        let mut world = World::default();
+        world.pod(pod("a", json!({"app": "web"}), true));
+        world.pod(pod("b", json!({"app": "db"}), true));
+        world.service(service("svc", json!({"app": "web"})));
+        assert_eq!(world.addresses("svc"), ["a"]);
 
-        index.apply_service(service("svc", json!({"app": "db"})));
-        let desired = index.desired(&key("svc")).unwrap();
-        let target = desired.endpoints.subsets.unwrap()[0]
-            .addresses
-            .clone()
-            .unwrap()[0]
-            .target_ref
-            .clone()
-            .unwrap();
-        assert_eq!(target.name.as_deref(), Some("b"));
+        world.service(service("svc", json!({"app": "db"})));
+        assert_eq!(world.addresses("svc"), ["b"]);
         // The old selection is gone both ways: a's change touches nothing.
-        assert!(
-            index
-                .apply_pod(pod("a", &[("app", "web")], false))
-                .is_empty()
-        );
+        assert!(world.pod(pod("a", json!({"app": "web"}), false)).is_empty());
 
-        index.delete_service(&key("svc"));
-        assert!(index.desired(&key("svc")).is_none());
+        world.index.delete_service(&key("svc"));
         assert!(
-            index
-                .apply_pod(pod("b", &[("app", "db")], false))
-                .is_empty()
+            world
+                .index
+                .desired(&key("svc"), &world.pods.read())
+                .is_none()
         );
+        assert!(world.pod(pod("b", json!({"app": "db"}), false)).is_empty());
     }
 
     #[test]
     fn pods_of_other_namespaces_are_never_selected() {
-        let mut index = Index::default();
-        index.apply_service(service("web", json!({"app": "web"})));
-        let mut elsewhere = pod("w", &[("app", "web")], true);
-        elsewhere.namespace = "other".into();
-        assert!(index.apply_pod(elsewhere).is_empty());
-        assert_eq!(addresses(&index, "web"), 0);
+        let mut world = World::default();
+        world.service(service("web", json!({"app": "web"})));
+        assert!(
+            world
+                .pod(pod_in("other", "w", json!({"app": "web"}), true))
+                .is_empty()
+        );
+        assert!(world.addresses("web").is_empty());
     }
 }

@@ -7,19 +7,18 @@
 //! and the `last-change-trigger-time` annotation Kubernetes writes.
 //!
 //! - [`desired`]: the pure core, what should exist for one Service;
-//! - [`pods`]: the small projection of a Pod the controller keeps;
-//! - [`index`]: Services, pods and which select which, kept incrementally;
+//! - [`index`]: which Services select which pods, kept incrementally (the
+//!   pods themselves are the process's shared cache, [`crate::pods`]);
 //! - [`sync`]: the loop that watches, plans and writes only what differs.
 //!
 //! A Service that is gone takes its Endpoints and slices with it.
 
 pub mod desired;
 pub mod index;
-pub mod pods;
 pub mod sync;
 
 pub use desired::{Desired, desired};
-pub use sync::run;
+pub use sync::{run, run_with};
 
 /// Endpoints in one EndpointSlice at most, as Kubernetes' default.
 pub const MAX_SLICE_ENDPOINTS: usize = 100;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -25,9 +25,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::desired::{endpoints_signature, slice_signature};
 use super::index::Index;
-use super::pods::PodView;
 use super::{MANAGED_BY_LABEL, MANAGER, SERVICE_NAME_LABEL, TRIGGER_TIME};
 use crate::cache::key_of;
+use crate::pods::{Change, PodSummary, Pods};
 use crate::queue::Key;
 use crate::unless_gone;
 
@@ -117,7 +117,6 @@ struct Synced {
 #[derive(Debug, Default)]
 struct Relisting {
     services: Option<HashSet<Key>>,
-    pods: Option<HashSet<Key>>,
     endpoints: Option<HashSet<Key>>,
     slices: Option<HashSet<(Key, String)>>,
 }
@@ -137,7 +136,11 @@ struct ObservedSlice {
 
 struct Controller {
     client: Client,
+    /// The process's shared pod cache.
+    pods: Pods,
     index: Index,
+    /// Every pod of the first full list has been indexed.
+    indexed: bool,
     endpoints: HashMap<Key, Seen>,
     slices: HashMap<Key, BTreeMap<String, Seen>>,
     synced: Synced,
@@ -152,12 +155,16 @@ struct Controller {
     retry: mpsc::UnboundedSender<Key>,
 }
 
-/// Runs the controller until dropped.
+/// Runs the controller on its own pod cache until dropped.
 pub async fn run(client: Client) {
+    crate::pods::standalone(client.clone(), |pods| run_with(client, pods)).await;
+}
+
+/// Runs the controller until dropped, reading pods from the process's
+/// shared cache.
+pub async fn run_with(client: Client, pods: Pods) {
+    let mut changes = pods.subscribe();
     let services = watch::<Service, _>(client.clone(), watcher::Config::default(), |s| s);
-    let pods = watch::<Pod, _>(client.clone(), watcher::Config::default(), |p| {
-        PodView::from(&p)
-    });
     let endpoints = watch::<Endpoints, _>(client.clone(), watcher::Config::default(), |e| {
         let ours = e
             .owner_references()
@@ -182,9 +189,15 @@ pub async fn run(client: Client) {
     });
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let (retry_tx, mut retry_rx) = mpsc::unbounded_channel();
+    let pods_listed = {
+        let pods = pods.clone();
+        async move { pods.wait_until_ready().await }
+    };
     let mut controller = Controller {
         client,
+        pods,
         index: Index::default(),
+        indexed: false,
         endpoints: HashMap::new(),
         slices: HashMap::new(),
         synced: Synced::default(),
@@ -198,16 +211,20 @@ pub async fn run(client: Client) {
         retry: retry_tx,
     };
     let mut services = std::pin::pin!(services);
-    let mut pods = std::pin::pin!(pods);
+    let mut pods_listed = std::pin::pin!(pods_listed);
     let mut endpoints = std::pin::pin!(endpoints);
     let mut slices = std::pin::pin!(slices);
     loop {
-        // Pods wait for the first full list of Services, so that each pod
-        // finds the Services selecting it through the index instead of
-        // every Service scanning every pod.
+        // Pod changes wait until both the Services and the pods have been
+        // listed and indexed, so that each pod finds the Services selecting
+        // it through the index instead of every Service scanning every pod.
         tokio::select! {
             Some(event) = services.next() => controller.on_service(event),
-            Some(event) = pods.next(), if controller.synced.services => controller.on_pod(event),
+            () = &mut pods_listed, if !controller.synced.pods => {
+                controller.synced.pods = true;
+                controller.became_synced();
+            }
+            Some(change) = changes.recv(), if controller.indexed => controller.on_pod(change),
             Some(event) = endpoints.next() => controller.on_endpoints(event),
             Some(event) = slices.next() => controller.on_slice(event),
             Some(done) = done_rx.recv() => controller.on_done(done),
@@ -216,6 +233,11 @@ pub async fn run(client: Client) {
         }
         controller.dispatch();
     }
+}
+
+/// Whether readiness moved between two versions of a pod.
+fn readiness_changed(before: &PodSummary, after: &PodSummary) -> bool {
+    before.ready() != after.ready() || before.ready_transition != after.ready_transition
 }
 
 /// A watch of every `K`, each object turned into `T` as it arrives (so
@@ -278,7 +300,10 @@ impl Controller {
         match event {
             watcher::Event::Init => self.relisting.services = Some(HashSet::new()),
             watcher::Event::InitApply(service) | watcher::Event::Apply(service) => {
-                let key = self.index.apply_service(service);
+                let key = {
+                    let pods = self.pods.read();
+                    self.index.apply_service(service, &pods)
+                };
                 if let Some(seen) = &mut self.relisting.services {
                     seen.insert(key.clone());
                 }
@@ -303,42 +328,17 @@ impl Controller {
         }
     }
 
-    fn on_pod(&mut self, event: watcher::Event<PodView>) {
-        match event {
-            watcher::Event::Init => self.relisting.pods = Some(HashSet::new()),
-            watcher::Event::InitApply(pod) | watcher::Event::Apply(pod) => {
-                let key = (pod.namespace.to_string(), pod.name.to_string());
-                // Kubernetes reports a readiness change as triggered when
-                // the pod's Ready condition changed.
-                let trigger = match self.index.pod(&key) {
-                    Some(before) if !pod.readiness_changed(before) => None,
-                    _ => pod.ready_since,
-                };
-                if let Some(seen) = &mut self.relisting.pods {
-                    seen.insert(key);
-                }
-                for service in self.index.apply_pod(pod) {
-                    self.mark(service, trigger);
-                }
-            }
-            watcher::Event::Delete(pod) => {
-                let key = (pod.namespace.to_string(), pod.name.to_string());
-                for service in self.index.delete_pod(&key) {
-                    self.mark(service, None);
-                }
-            }
-            watcher::Event::InitDone => {
-                let listed = self.relisting.pods.take().unwrap_or_default();
-                for key in self.index.pod_keys() {
-                    if !listed.contains(&key) {
-                        for service in self.index.delete_pod(&key) {
-                            self.mark(service, None);
-                        }
-                    }
-                }
-                self.synced.pods = true;
-                self.became_synced();
-            }
+    fn on_pod(&mut self, change: Change) {
+        let (before, after) = (change.before.as_deref(), change.after.as_deref());
+        // Kubernetes reports a readiness change as triggered when the
+        // pod's Ready condition changed; anything else, when it is seen.
+        let trigger = match (before, after) {
+            (Some(b), Some(a)) if !readiness_changed(b, a) => None,
+            (_, Some(a)) => a.ready_transition,
+            (_, None) => None,
+        };
+        for service in self.index.apply_pod(before, after) {
+            self.mark(service, trigger);
         }
     }
 
@@ -424,6 +424,16 @@ impl Controller {
     fn became_synced(&mut self) {
         if !self.synced() {
             return;
+        }
+        if !self.indexed {
+            // Every pod once, now that every Service is known; the changes
+            // queued meanwhile follow, and replaying them is harmless.
+            let pods = self.pods.read();
+            for pod in pods.all() {
+                self.index.apply_pod(None, Some(pod));
+            }
+            drop(pods);
+            self.indexed = true;
         }
         let keys: HashSet<Key> = self
             .index
@@ -515,7 +525,11 @@ impl Controller {
     fn plan(&self, key: &Key) -> Vec<Op> {
         let mut ops = Vec::new();
         let seen_slices = self.slices.get(key);
-        match self.index.desired(key) {
+        let desired = {
+            let pods = self.pods.read();
+            self.index.desired(key, &pods)
+        };
+        match desired {
             Some(want) => {
                 let signature = endpoints_signature(&want.endpoints);
                 if !self.endpoints.get(key).is_some_and(|s| s.says(signature)) {
