@@ -675,3 +675,59 @@ async fn a_startup_probe_gates_readiness_and_restarts_when_it_gives_up() -> Resu
     assert_eq!(container(&status, "app").restart_count, 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn concurrent_syncs_of_a_pod_start_each_container_once() -> Result<()> {
+    if !have_root() {
+        return Ok(());
+    }
+    let ns = PodNetns::new()?;
+    let h = Harness::new(Backoff::default())?;
+    // Each start appends a line to a file in the shared working directory.
+    let spec = |name: &str| {
+        json!({"name": name,
+            "command": ["sh", "-c", format!("echo {name} >> starts; exec sleep 300")]})
+    };
+    let p = pod(
+        "racer",
+        "u-racer",
+        json!({"containers": [spec("a"), spec("b")]}),
+    );
+    let sandbox = ns.sandbox();
+    // Syncs run on blocking threads of their own: these really overlap,
+    // and with the supervisor's ticks too.
+    let syncs: Vec<_> = (0..8).map(|_| h.runtime.sync(&p, &sandbox)).collect();
+    for result in futures::future::join_all(syncs).await {
+        result?;
+    }
+    let status = wait(Duration::from_secs(5), "both running", || {
+        let s = h.runtime.status("u-racer")?;
+        let running = s
+            .statuses
+            .iter()
+            .all(|c| c.state.as_ref().is_some_and(|st| st.running.is_some()));
+        running.then_some(s)
+    })
+    .await?;
+    for name in ["a", "b"] {
+        assert_eq!(container(&status, name).restart_count, 0);
+    }
+    let starts = h.runtime.state_dir().join("pods/u-racer/work/starts");
+    let lines = wait(Duration::from_secs(5), "both starts written", || {
+        let text = std::fs::read_to_string(&starts).ok()?;
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort();
+        (lines.len() >= 2).then_some(lines)
+    })
+    .await?;
+    // A second launch would have written by now too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut now: Vec<String> = std::fs::read_to_string(&starts)?
+        .lines()
+        .map(str::to_string)
+        .collect();
+    now.sort();
+    assert_eq!(lines, ["a", "b"]);
+    assert_eq!(now, ["a", "b"], "each container started once");
+    Ok(())
+}

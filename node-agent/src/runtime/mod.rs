@@ -53,6 +53,19 @@
 //! [`MAX_EVENTS`]) and handed out by [`ProcessRuntime::take_events`]; each
 //! new event moves the [`changes`](crate::containers::Containers::changes)
 //! counter.
+//!
+//! # Locking
+//!
+//! Launching a process takes tens of milliseconds (a thread, namespaces,
+//! bind mounts, a spawn) and saving a pod's state an fsync, so pods must
+//! not wait for each other's. The runtime-wide map of pods is held only to
+//! find, add or remove a pod's [`Slot`], never while waiting for a pod.
+//! Each pod has a lock of its own, held by whoever works on it (a sync, a
+//! supervisor tick, a kill): a pod's containers are never launched twice,
+//! and different pods start in parallel. What readers need often — the
+//! status and the queued events — is published into a second, briefly
+//! held lock at the end of each piece of work, so `status()` never waits
+//! for a launch.
 
 pub mod logs;
 pub mod process;
@@ -124,8 +137,69 @@ impl std::fmt::Debug for ProcessRuntime {
 
 struct Inner {
     options: Options,
-    pods: Mutex<HashMap<String, PodEntry>>,
+    /// Every pod by uid. Held only to look up, add or remove a slot: never
+    /// while locking a pod's entry, so no pod's work holds up another's.
+    pods: Mutex<HashMap<String, Arc<Slot>>>,
     changes: tokio::sync::watch::Sender<u64>,
+}
+
+/// One pod of the runtime.
+struct Slot {
+    /// Its namespace and name, which never change for a uid: found
+    /// without waiting for the entry.
+    namespace: Option<String>,
+    name: Option<String>,
+    /// Locked by whatever works on the pod, for as long as that takes
+    /// (launches included): one sync or tick of a pod at a time.
+    entry: Mutex<PodEntry>,
+    /// What the pod showed at the end of the last work on it.
+    shown: Mutex<Shown>,
+}
+
+/// A pod's status and its events not yet taken, as last published.
+struct Shown {
+    status: PodContainers,
+    events: VecDeque<RuntimeEvent>,
+}
+
+/// Locks `mutex`, taking over the data of a thread that panicked with it.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Slot {
+    fn new(entry: PodEntry) -> Self {
+        let meta = &entry.record.pod.metadata;
+        Slot {
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone(),
+            shown: Mutex::new(Shown {
+                status: entry.status(),
+                events: VecDeque::new(),
+            }),
+            entry: Mutex::new(entry),
+        }
+    }
+
+    /// The entry unless someone is working on it.
+    fn try_entry(&self) -> Option<MutexGuard<'_, PodEntry>> {
+        match self.entry.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Makes the entry's status and new events visible to readers. Called
+    /// with the entry locked, so publications follow the work's order.
+    fn publish(&self, entry: &mut PodEntry) {
+        let status = entry.status();
+        let mut shown = lock(&self.shown);
+        shown.status = status;
+        shown.events.extend(entry.events.drain(..));
+        let excess = shown.events.len().saturating_sub(MAX_EVENTS);
+        shown.events.drain(..excess);
+    }
 }
 
 /// What is kept on disk about a pod.
@@ -214,7 +288,10 @@ struct PodEntry {
     dir: PathBuf,
     record: PodRecord,
     live: Vec<Live>,
+    /// Events since the last [`Slot::publish`].
     events: VecDeque<RuntimeEvent>,
+    /// Whether the pod's directory and state exist yet.
+    on_disk: bool,
 }
 
 fn now_ms() -> i64 {
@@ -248,7 +325,7 @@ impl ProcessRuntime {
             };
             match load(&dir) {
                 Some(record) => {
-                    pods.insert(uid, PodEntry::adopt(dir, record));
+                    pods.insert(uid, Arc::new(Slot::new(PodEntry::adopt(dir, record))));
                 }
                 None => {
                     // A pod whose state never got written: nothing runs
@@ -289,10 +366,15 @@ fn supervise(inner: Weak<Inner>, tick: Duration) {
         std::thread::sleep(tick);
         let Some(inner) = inner.upgrade() else { return };
         let mut changed = false;
-        {
-            let mut pods = inner.lock();
-            for entry in pods.values_mut() {
-                changed |= entry.tick(&inner.options);
+        for slot in inner.slots() {
+            // A pod someone works on (a sync, a kill) is looked at by them;
+            // waiting here would only hold up every other pod.
+            let Some(mut entry) = slot.try_entry() else {
+                continue;
+            };
+            if entry.tick(&inner.options) {
+                slot.publish(&mut entry);
+                changed = true;
             }
         }
         if changed {
@@ -302,8 +384,35 @@ fn supervise(inner: Weak<Inner>, tick: Duration) {
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, PodEntry>> {
-        self.pods.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Slot>>> {
+        lock(&self.pods)
+    }
+
+    fn slot(&self, uid: &str) -> Option<Arc<Slot>> {
+        self.lock().get(uid).cloned()
+    }
+
+    fn slots(&self) -> Vec<Arc<Slot>> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// The pod's slot, added (with nothing on disk yet) if it is new.
+    fn slot_or_insert(&self, uid: &str, pod: &Pod, sandbox: &SandboxRef) -> Arc<Slot> {
+        self.lock()
+            .entry(uid.to_string())
+            .or_insert_with(|| {
+                let dir = self.options.state_dir.join("pods").join(uid);
+                Arc::new(Slot::new(PodEntry::new(dir, pod, sandbox)))
+            })
+            .clone()
+    }
+
+    /// Forgets the pod unless a later one took its uid's place.
+    fn remove(&self, uid: &str, slot: &Arc<Slot>) {
+        let mut pods = self.lock();
+        if pods.get(uid).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            pods.remove(uid);
+        }
     }
 
     fn bump(&self) {
@@ -317,28 +426,26 @@ impl Inner {
             .clone()
             .filter(|u| !u.is_empty())
             .ok_or_else(|| RuntimeError("the pod has no uid".into()))?;
-        let changed = {
-            let mut pods = self.lock();
-            let entry = match pods.entry(uid.clone()) {
-                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    let dir = self.options.state_dir.join("pods").join(&uid);
-                    v.insert(PodEntry::create(dir, pod, sandbox)?)
-                }
-            };
-            if entry.record.terminating {
-                return Ok(());
-            }
-            entry.record.pod = pod.clone();
-            let sandbox = SandboxRecord::from(sandbox);
-            if entry.record.sandbox != sandbox {
-                entry.record.sandbox = sandbox;
-                entry.write_files()?;
-            }
-            let changed = entry.tick(&self.options);
-            entry.persist();
-            changed
-        };
+        let slot = self.slot_or_insert(&uid, pod, sandbox);
+        // Held across the launches: a concurrent sync or tick of this pod
+        // waits (or skips) instead of starting the same containers again.
+        let mut entry = lock(&slot.entry);
+        if entry.record.terminating {
+            return Ok(());
+        }
+        if !entry.on_disk {
+            entry.create_files()?;
+        }
+        entry.record.pod = pod.clone();
+        let sandbox = SandboxRecord::from(sandbox);
+        if entry.record.sandbox != sandbox {
+            entry.record.sandbox = sandbox;
+            entry.write_files()?;
+        }
+        let changed = entry.tick(&self.options);
+        entry.persist();
+        slot.publish(&mut entry);
+        drop(entry);
         if changed {
             self.bump();
         }
@@ -347,8 +454,9 @@ impl Inner {
 }
 
 impl PodEntry {
-    fn create(dir: PathBuf, pod: &Pod, sandbox: &SandboxRef) -> Result<Self, RuntimeError> {
-        fs::create_dir_all(dir.join("work")).map_err(|e| err("create the pod directory", e))?;
+    /// A pod seen for the first time; its files come with
+    /// [`create_files`](Self::create_files), under the pod's lock.
+    fn new(dir: PathBuf, pod: &Pod, sandbox: &SandboxRef) -> Self {
         let containers: Vec<ContainerRecord> = containers_of(pod)
             .iter()
             .map(|c| ContainerRecord {
@@ -361,11 +469,7 @@ impl PodEntry {
                 ..Default::default()
             })
             .collect();
-        for c in &containers {
-            fs::create_dir_all(dir.join("logs").join(&c.name))
-                .map_err(|e| err("create the log directory", e))?;
-        }
-        let entry = PodEntry {
+        PodEntry {
             live: containers.iter().map(|_| Live::default()).collect(),
             record: PodRecord {
                 pod: pod.clone(),
@@ -375,10 +479,23 @@ impl PodEntry {
             },
             dir,
             events: VecDeque::new(),
-        };
-        entry.write_files()?;
-        entry.persist();
-        Ok(entry)
+            on_disk: false,
+        }
+    }
+
+    /// The pod's directories, `/etc` files and first state. Until they
+    /// exist nothing is started; a failure is retried by the next sync.
+    fn create_files(&mut self) -> Result<(), RuntimeError> {
+        fs::create_dir_all(self.dir.join("work"))
+            .map_err(|e| err("create the pod directory", e))?;
+        for c in &self.record.containers {
+            fs::create_dir_all(self.dir.join("logs").join(&c.name))
+                .map_err(|e| err("create the log directory", e))?;
+        }
+        self.write_files()?;
+        self.persist();
+        self.on_disk = true;
+        Ok(())
     }
 
     /// A pod found on disk: its running containers are taken over as they
@@ -407,6 +524,7 @@ impl PodEntry {
             record,
             live,
             events: VecDeque::new(),
+            on_disk: true,
         }
     }
 
@@ -466,7 +584,7 @@ impl PodEntry {
     /// One look at every container: exits, restarts, probes, logs.
     /// Returns whether anything the status shows changed.
     fn tick(&mut self, options: &Options) -> bool {
-        if self.record.terminating {
+        if self.record.terminating || !self.on_disk {
             return false;
         }
         let before = self.record.containers.clone();
@@ -944,47 +1062,33 @@ impl Containers for ProcessRuntime {
     }
 
     fn status(&self, pod_uid: &str) -> Option<PodContainers> {
-        self.inner.lock().get(pod_uid).map(PodEntry::status)
+        let slot = self.inner.slot(pod_uid)?;
+        let status = lock(&slot.shown).status.clone();
+        Some(status)
     }
 
     fn take_events(&self, pod_uid: &str) -> Vec<RuntimeEvent> {
-        self.inner
-            .lock()
-            .get_mut(pod_uid)
-            .map(|entry| entry.events.drain(..).collect())
-            .unwrap_or_default()
+        let Some(slot) = self.inner.slot(pod_uid) else {
+            return Vec::new();
+        };
+        lock(&slot.shown).events.drain(..).collect()
     }
 
     async fn kill(&self, pod_uid: &str, grace: Duration) -> Result<(), RuntimeError> {
-        let groups: Vec<i32> = {
-            let mut pods = self.inner.lock();
-            let Some(entry) = pods.get_mut(pod_uid) else {
-                return Ok(());
-            };
-            entry.record.terminating = true;
-            entry.persist();
-            let groups: Vec<i32> = entry
-                .record
-                .containers
-                .iter()
-                .filter_map(|c| c.run.as_ref().filter(|r| r.exit.is_none()).map(|r| r.pid))
-                .collect();
-            for &pgid in &groups {
-                process::signal_group(pgid, Signal::SIGTERM);
-            }
-            groups
+        let Some(slot) = self.inner.slot(pod_uid) else {
+            return Ok(());
         };
+        // Waits for a launch in progress (whose process is then stopped
+        // too) and saves the state: blocking work, off the async threads.
+        let terminating = slot.clone();
+        let groups = tokio::task::spawn_blocking(move || lock(&terminating.entry).terminate())
+            .await
+            .map_err(|e| err("kill", e))?;
         let deadline = Instant::now() + grace;
         let mut killed = groups.is_empty();
         let give_up = deadline + Duration::from_secs(10);
         loop {
-            let running = {
-                let mut pods = self.inner.lock();
-                let Some(entry) = pods.get_mut(pod_uid) else {
-                    return Ok(());
-                };
-                entry.running_groups()
-            };
+            let running = lock(&slot.entry).running_groups();
             if running.is_empty() {
                 break;
             }
@@ -1006,13 +1110,18 @@ impl Containers for ProcessRuntime {
         for &pgid in &groups {
             process::signal_group(pgid, Signal::SIGKILL);
         }
-        let dir = {
-            let mut pods = self.inner.lock();
-            pods.remove(pod_uid).map(|e| e.dir)
-        };
-        if let Some(dir) = dir {
-            fs::remove_dir_all(&dir).map_err(|e| err("remove the pod directory", e))?;
+        // The directory goes before the slot: until then a sync of the
+        // same uid finds the pod terminating instead of starting it again
+        // in a directory about to be removed.
+        let dir = lock(&slot.entry).dir.clone();
+        match fs::remove_dir_all(&dir) {
+            // A pod whose files were never made, or a concurrent kill.
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(err("remove the pod directory", e));
+            }
+            _ => {}
         }
+        self.inner.remove(pod_uid, &slot);
         self.inner.bump();
         Ok(())
     }
@@ -1034,20 +1143,25 @@ impl Containers for ProcessRuntime {
         container: &str,
         previous: bool,
     ) -> Option<PathBuf> {
-        let pods = self.inner.lock();
-        let entry = pods
-            .values()
-            .filter(|e| {
-                let meta = &e.record.pod.metadata;
-                meta.namespace.as_deref() == Some(namespace) && meta.name.as_deref() == Some(pod)
+        // One pod's lock at a time, and only of pods of that name: a pod
+        // being started holds its lock for a while. A terminating pod of
+        // the same name counts only when there is no other.
+        let (_, path) = self
+            .inner
+            .slots()
+            .into_iter()
+            .filter(|s| s.namespace.as_deref() == Some(namespace) && s.name.as_deref() == Some(pod))
+            .map(|slot| {
+                let entry = lock(&slot.entry);
+                let attempt = entry
+                    .latest_attempt(container)
+                    .map(|latest| if previous { latest - 1 } else { latest })
+                    .filter(|&attempt| attempt >= 0);
+                let path = attempt.map(|attempt| entry.logs(container, attempt).log);
+                (entry.record.terminating, path)
             })
-            .min_by_key(|e| e.record.terminating)?;
-        let latest = entry.latest_attempt(container)?;
-        let attempt = if previous { latest - 1 } else { latest };
-        if attempt < 0 {
-            return None;
-        }
-        let path = entry.logs(container, attempt).log;
+            .min_by_key(|(terminating, _)| *terminating)?;
+        let path = path?;
         // A run that has not written a line yet still has an (empty) log.
         if !previous && !path.exists() {
             let _ = fs::File::create(&path);
@@ -1057,6 +1171,25 @@ impl Containers for ProcessRuntime {
 }
 
 impl PodEntry {
+    /// Marks the pod as going away — nothing starts or restarts from now
+    /// on — and sends SIGTERM to every run's group; returns the groups.
+    fn terminate(&mut self) -> Vec<i32> {
+        self.record.terminating = true;
+        if self.on_disk {
+            self.persist();
+        }
+        let groups: Vec<i32> = self
+            .record
+            .containers
+            .iter()
+            .filter_map(|c| c.run.as_ref().filter(|r| r.exit.is_none()).map(|r| r.pid))
+            .collect();
+        for &pgid in &groups {
+            process::signal_group(pgid, Signal::SIGTERM);
+        }
+        groups
+    }
+
     /// The process groups of runs still alive, reaping our children.
     fn running_groups(&mut self) -> Vec<i32> {
         let mut out = Vec::new();
