@@ -164,7 +164,15 @@ pub async fn run(client: Client) {
 /// shared cache.
 pub async fn run_with(client: Client, pods: Pods) {
     let mut changes = pods.subscribe();
-    let services = watch::<Service, _>(client.clone(), watcher::Config::default(), |s| s);
+    // Only the spec and the identity are read: managedFields, annotations
+    // (kubectl's last-applied copy) and status would cost kilobytes per
+    // Service.
+    let services = watch::<Service, _>(client.clone(), watcher::Config::default(), |mut s| {
+        s.metadata.managed_fields = None;
+        s.metadata.annotations = None;
+        s.status = None;
+        s
+    });
     let endpoints = watch::<Endpoints, _>(client.clone(), watcher::Config::default(), |e| {
         let ours = e
             .owner_references()
