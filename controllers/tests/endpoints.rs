@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Cluster;
+use common::{Cluster, eventually};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
@@ -21,22 +21,6 @@ async fn cluster() -> Cluster {
     let client = cluster.client.clone();
     tokio::spawn(knit_controllers::endpoints::run(client.clone()));
     cluster
-}
-
-/// Polls `check` until it holds or the deadline passes.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "not within {DEADLINE:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn start_pod(pods: &Api<Pod>, name: &str, ip: &str, node: &str) {
@@ -102,7 +86,7 @@ async fn endpoints_follow_pods_and_readiness_and_leave_with_the_service() {
         .unwrap();
     start_pod(&pods, "service-test-b", "10.0.2.2", "node-2").await;
 
-    eventually("both pods are endpoints on port 8080", || async {
+    eventually(DEADLINE, "both pods are endpoints on port 8080", || async {
         let Ok(Some(ep)) = endpoints.get_opt("service-test").await else {
             return false;
         };
@@ -124,14 +108,14 @@ async fn endpoints_follow_pods_and_readiness_and_leave_with_the_service() {
 
     // Readiness lost: the address moves to notReadyAddresses, the slice says so.
     set_ready(&pods, "service-test-b", None, false).await;
-    eventually("b is not ready", || async {
+    eventually(DEADLINE, "b is not ready", || async {
         let ep = endpoints.get("service-test").await.unwrap();
         addresses(&ep, false) == ["10.0.1.2"] && addresses(&ep, true) == ["10.0.2.2"]
     })
     .await;
     let selector = ListParams::default().labels("kubernetes.io/service-name=service-test");
     // The slices are written after the Endpoints: wait for them to say so too.
-    eventually("b's slice endpoint is not ready", || async {
+    eventually(DEADLINE, "b's slice endpoint is not ready", || async {
         let listed = slices.list(&selector).await.unwrap().items;
         listed.iter().flat_map(|s| &s.endpoints).any(|e| {
             e.addresses == ["10.0.2.2"]
@@ -153,7 +137,7 @@ async fn endpoints_follow_pods_and_readiness_and_leave_with_the_service() {
     pods.delete("service-test-a", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("a is gone", || async {
+    eventually(DEADLINE, "a is gone", || async {
         let ep = endpoints.get("service-test").await.unwrap();
         addresses(&ep, false).is_empty() && addresses(&ep, true) == ["10.0.2.2"]
     })
@@ -162,7 +146,7 @@ async fn endpoints_follow_pods_and_readiness_and_leave_with_the_service() {
         .delete("service-test", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("endpoints and slices are gone", || async {
+    eventually(DEADLINE, "endpoints and slices are gone", || async {
         endpoints.get_opt("service-test").await.unwrap().is_none()
             && slices.list(&selector).await.unwrap().items.is_empty()
     })

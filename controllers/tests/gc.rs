@@ -8,9 +8,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Cluster;
+use common::{Cluster, eventually};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -31,21 +31,6 @@ async fn cluster(gc: bool) -> Cluster {
         tokio::spawn(knit_controllers::gc::run(client.clone()));
     }
     cluster
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "not within {DEADLINE:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn deployment(name: &str, replicas: i32) -> Deployment {
@@ -83,7 +68,7 @@ async fn rolled_out(cluster: &Cluster, name: &str, replicas: i32) -> String {
         .await
         .unwrap();
     let uid = created.uid().unwrap();
-    eventually("the ReplicaSet and its pods", || async {
+    eventually(DEADLINE, "the ReplicaSet and its pods", || async {
         let sets = replicasets.list(&by_app(name)).await.unwrap().items;
         let count = pods.list(&by_app(name)).await.unwrap().items.len();
         sets.len() == 1 && references(&sets[0].metadata, &uid) && count == replicas as usize
@@ -110,7 +95,7 @@ async fn orphan_leaves_the_replicaset_and_pods_without_the_deployment() {
         .delete("web", &DeleteParams::orphan())
         .await
         .unwrap();
-    eventually("the orphaned Deployment to go", || async {
+    eventually(DEADLINE, "the orphaned Deployment to go", || async {
         deployments.get_opt("web").await.unwrap().is_none()
     })
     .await;
@@ -165,23 +150,27 @@ async fn foreground_keeps_the_deployment_until_its_replicaset_and_pods_are_gone(
     // Each time the Deployment is seen gone, its ReplicaSet and the pods it
     // had are already gone (read after it, so whatever was there before is
     // seen).
-    eventually("the Deployment to go after its dependents", || async {
-        if deployments.get_opt("web").await.unwrap().is_some() {
-            return false;
-        }
-        let sets = replicasets.list(&by_app("web")).await.unwrap().items;
-        assert!(sets.is_empty(), "the ReplicaSet outlived its Deployment");
-        let left = pods.list(&by_app("web")).await.unwrap().items;
-        assert!(
-            left.iter().all(|p| !first_pods.contains(&p.uid().unwrap())),
-            "pods outlived their Deployment"
-        );
-        true
-    })
+    eventually(
+        DEADLINE,
+        "the Deployment to go after its dependents",
+        || async {
+            if deployments.get_opt("web").await.unwrap().is_some() {
+                return false;
+            }
+            let sets = replicasets.list(&by_app("web")).await.unwrap().items;
+            assert!(sets.is_empty(), "the ReplicaSet outlived its Deployment");
+            let left = pods.list(&by_app("web")).await.unwrap().items;
+            assert!(
+                left.iter().all(|p| !first_pods.contains(&p.uid().unwrap())),
+                "pods outlived their Deployment"
+            );
+            true
+        },
+    )
     .await;
     // Pods the ReplicaSet controller may still have made for its deleting
     // ReplicaSet have no owner left and are collected too.
-    eventually("every pod to be gone", || async {
+    eventually(DEADLINE, "every pod to be gone", || async {
         pods.list(&by_app("web")).await.unwrap().items.is_empty()
     })
     .await;
@@ -203,15 +192,19 @@ async fn background_still_collects() {
         deployments.get_opt("web").await.unwrap().is_none(),
         "background deletes the owner at once"
     );
-    eventually("the ReplicaSet and pods to be collected", || async {
-        replicasets
-            .list(&by_app("web"))
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-            && pods.list(&by_app("web")).await.unwrap().items.is_empty()
-    })
+    eventually(
+        DEADLINE,
+        "the ReplicaSet and pods to be collected",
+        || async {
+            replicasets
+                .list(&by_app("web"))
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+                && pods.list(&by_app("web")).await.unwrap().items.is_empty()
+        },
+    )
     .await;
 }
 
@@ -242,7 +235,7 @@ async fn owners_of_any_kind_and_shared_dependents() {
     // A foreground owner does not wait for a dependent another owner keeps:
     // the dependent only loses the reference.
     maps.delete("a", &DeleteParams::foreground()).await.unwrap();
-    eventually("a to go", || async {
+    eventually(DEADLINE, "a to go", || async {
         maps.get_opt("a").await.unwrap().is_none()
     })
     .await;
@@ -256,7 +249,7 @@ async fn owners_of_any_kind_and_shared_dependents() {
 
     // Orphaning the last owner leaves the dependent with no owner at all.
     maps.delete("b", &DeleteParams::orphan()).await.unwrap();
-    eventually("b to go", || async {
+    eventually(DEADLINE, "b to go", || async {
         maps.get_opt("b").await.unwrap().is_none()
     })
     .await;
@@ -273,7 +266,7 @@ async fn owners_of_any_kind_and_shared_dependents() {
     maps.delete("shared", &DeleteParams::foreground())
         .await
         .unwrap();
-    eventually("shared to go after leaf", || async {
+    eventually(DEADLINE, "shared to go after leaf", || async {
         if maps.get_opt("shared").await.unwrap().is_some() {
             return false;
         }
@@ -315,21 +308,25 @@ async fn a_collector_restarted_halfway_finishes_the_job() {
 
     // A collector runs until it has made some progress, and is stopped.
     let first = tokio::spawn(knit_controllers::gc::run(cluster.client.clone()));
-    eventually("the first collector to start on the work", || async {
-        let kept = replicasets.list(&by_app("kept")).await.unwrap().items;
-        let gone = replicasets.list(&by_app("gone")).await.unwrap().items;
-        kept.iter().any(|rs| !references(&rs.metadata, &kept_uid))
-            || gone
-                .iter()
-                .all(|rs| rs.metadata.deletion_timestamp.is_some())
-    })
+    eventually(
+        DEADLINE,
+        "the first collector to start on the work",
+        || async {
+            let kept = replicasets.list(&by_app("kept")).await.unwrap().items;
+            let gone = replicasets.list(&by_app("gone")).await.unwrap().items;
+            kept.iter().any(|rs| !references(&rs.metadata, &kept_uid))
+                || gone
+                    .iter()
+                    .all(|rs| rs.metadata.deletion_timestamp.is_some())
+        },
+    )
     .await;
     first.abort();
     let _ = first.await;
 
     // Another one finishes both.
     tokio::spawn(knit_controllers::gc::run(cluster.client.clone()));
-    eventually("both deletions to finish", || async {
+    eventually(DEADLINE, "both deletions to finish", || async {
         deployments.get_opt("kept").await.unwrap().is_none()
             && deployments.get_opt("gone").await.unwrap().is_none()
     })
@@ -342,9 +339,11 @@ async fn a_collector_restarted_halfway_finishes_the_job() {
             .items
             .is_empty()
     );
-    eventually("the pods of the collected ReplicaSet to go", || async {
-        pods.list(&by_app("gone")).await.unwrap().items.is_empty()
-    })
+    eventually(
+        DEADLINE,
+        "the pods of the collected ReplicaSet to go",
+        || async { pods.list(&by_app("gone")).await.unwrap().items.is_empty() },
+    )
     .await;
     let kept = replicasets.list(&by_app("kept")).await.unwrap().items;
     assert_eq!(kept.len(), 1);

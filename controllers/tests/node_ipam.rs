@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Cluster;
+use common::{Cluster, eventually};
 use k8s_openapi::api::core::v1::{Event, Node};
 use knit_controllers::ControllersConfig;
 use knit_ipam::{Cidr, PodCidr};
@@ -25,21 +25,6 @@ async fn cluster() -> Cluster {
 
 fn start(client: &Client, config: ControllersConfig) -> JoinHandle<()> {
     tokio::spawn(knit_controllers::node_ipam::run(client.clone(), config))
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "not within {DEADLINE:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn create_node(nodes: &Api<Node>, name: &str) {
@@ -131,7 +116,7 @@ async fn an_exhausted_cluster_cidr_is_reported_until_a_slice_is_freed() {
     create_node(&nodes, "node-3").await;
 
     let about = ListParams::default().fields("involvedObject.name=node-3");
-    eventually("node-3 gets a CIDRNotAvailable event", || async {
+    eventually(DEADLINE, "node-3 gets a CIDRNotAvailable event", || async {
         events.list(&about).await.unwrap().items.iter().any(|e| {
             e.reason.as_deref() == Some("CIDRNotAvailable")
                 && e.type_.as_deref() == Some("Warning")
@@ -152,7 +137,7 @@ async fn an_exhausted_cluster_cidr_is_reported_until_a_slice_is_freed() {
             .find(|c| c.type_ == "NetworkUnavailable")
             .map(|c| (c.status.clone(), c.reason.clone().unwrap_or_default()))
     };
-    eventually("node-3 is NetworkUnavailable", || async {
+    eventually(DEADLINE, "node-3 is NetworkUnavailable", || async {
         unavailable(&nodes.get("node-3").await.unwrap())
             == Some(("True".into(), "NoCIDRAvailable".into()))
     })
@@ -172,7 +157,7 @@ async fn an_exhausted_cluster_cidr_is_reported_until_a_slice_is_freed() {
         .await
         .unwrap();
     assert_eq!(cidr_of(&nodes, "node-3").await, one);
-    eventually("node-3's condition is cleared", || async {
+    eventually(DEADLINE, "node-3's condition is cleared", || async {
         unavailable(&nodes.get("node-3").await.unwrap()).is_some_and(|(s, _)| s == "False")
     })
     .await;

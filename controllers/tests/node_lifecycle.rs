@@ -10,9 +10,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Cluster;
+use common::{Cluster, eventually};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod, Service, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -27,21 +27,6 @@ const GRACE: Duration = Duration::from_secs(1);
 
 async fn cluster() -> Cluster {
     common::api_server().await
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "not within {DEADLINE:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn ready_node(nodes: &Api<Node>, name: &str) {
@@ -176,7 +161,7 @@ async fn a_node_that_stops_renewing_its_lease_goes_unknown_and_its_pods_not_read
 
     // Until the endpoints are in place "dying" renews too (so a slow start
     // cannot make it stale early); from then on it stops.
-    eventually("all three pods are ready endpoints", || async {
+    eventually(DEADLINE, "all three pods are ready endpoints", || async {
         renew(&leases, "dying").await;
         endpoints
             .get_opt("web")
@@ -186,7 +171,7 @@ async fn a_node_that_stops_renewing_its_lease_goes_unknown_and_its_pods_not_read
     })
     .await;
 
-    eventually("dying is Ready=Unknown", || async {
+    eventually(DEADLINE, "dying is Ready=Unknown", || async {
         condition(&nodes.get("dying").await.unwrap(), "Ready")
             == Some(("Unknown".into(), Some("NodeStatusUnknown".into())))
     })
@@ -212,7 +197,7 @@ async fn a_node_that_stops_renewing_its_lease_goes_unknown_and_its_pods_not_read
     assert!(ready.last_transition_time.is_some());
 
     for name in ["web-1", "web-2"] {
-        eventually(&format!("{name} is not ready"), || async {
+        eventually(DEADLINE, &format!("{name} is not ready"), || async {
             let pod = pods.get(name).await.unwrap();
             pod_condition(&pod, "Ready") == Some(("False".into(), Some("NodeNotReady".into())))
                 && pod_condition(&pod, "ContainersReady")
@@ -221,6 +206,7 @@ async fn a_node_that_stops_renewing_its_lease_goes_unknown_and_its_pods_not_read
         .await;
     }
     eventually(
+        DEADLINE,
         "the dying node's pods are only not-ready endpoints",
         || async {
             let e = endpoints.get("web").await.unwrap();
@@ -230,7 +216,7 @@ async fn a_node_that_stops_renewing_its_lease_goes_unknown_and_its_pods_not_read
     .await;
 
     let events: Api<Event> = Api::default_namespaced(client.clone());
-    eventually("a NodeNotReady event on dying", || async {
+    eventually(DEADLINE, "a NodeNotReady event on dying", || async {
         events
             .list(&ListParams::default())
             .await
@@ -362,7 +348,7 @@ async fn a_lost_node_is_tainted_and_its_pods_evicted_as_their_tolerations_say() 
     };
 
     // "lost" stops renewing: unreachable, tainted with both effects.
-    eventually("lost is tainted unreachable", || async {
+    eventually(DEADLINE, "lost is tainted unreachable", || async {
         taint_keys(&nodes.get("lost").await.unwrap())
             == [
                 "node.kubernetes.io/unreachable:NoSchedule",
@@ -379,13 +365,16 @@ async fn a_lost_node_is_tainted_and_its_pods_evicted_as_their_tolerations_say() 
     assert!(no_execute.time_added.is_some(), "NoExecute is stamped");
     let tainted_at = no_execute.time_added.as_ref().unwrap().0;
 
-    eventually("quick is evicted after its 1 s", || gone(&pods, "quick")).await;
+    eventually(DEADLINE, "quick is evicted after its 1 s", || {
+        gone(&pods, "quick")
+    })
+    .await;
     let waited = jiff::Timestamp::now().duration_since(tainted_at);
     assert!(
         waited >= jiff::SignedDuration::from_secs(1),
         "evicted only after tolerationSeconds, not at once ({waited:?})"
     );
-    eventually("a TaintManagerEviction event on quick", || {
+    eventually(DEADLINE, "a TaintManagerEviction event on quick", || {
         evicted_event(&events, "quick")
     })
     .await;
@@ -406,13 +395,15 @@ async fn a_lost_node_is_tainted_and_its_pods_evicted_as_their_tolerations_say() 
         )
         .await
         .unwrap();
-    eventually("intolerant is evicted at once", || {
+    eventually(DEADLINE, "intolerant is evicted at once", || {
         gone(&pods, "intolerant")
     })
     .await;
-    eventually("a TaintManagerEviction event on intolerant", || {
-        evicted_event(&events, "intolerant")
-    })
+    eventually(
+        DEADLINE,
+        "a TaintManagerEviction event on intolerant",
+        || evicted_event(&events, "intolerant"),
+    )
     .await;
     assert!(!gone(&pods, "tolerant").await, "tolerated for good");
     assert_eq!(
@@ -438,7 +429,7 @@ async fn a_lost_node_is_tainted_and_its_pods_evicted_as_their_tolerations_say() 
             }
         })
     };
-    eventually("lost is untainted", || async {
+    eventually(DEADLINE, "lost is untainted", || async {
         taints(&nodes.get("lost").await.unwrap()).is_empty()
     })
     .await;

@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::Cluster;
+use common::{Cluster, eventually};
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -24,21 +24,6 @@ async fn cluster() -> Cluster {
     let client = cluster.client.clone();
     tokio::spawn(knit_controllers::scheduler::run(client.clone()));
     cluster
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "not within {DEADLINE:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn add_node(nodes: &Api<Node>, name: &str, ready: bool, labels: serde_json::Value) {
@@ -118,7 +103,7 @@ async fn a_pod_is_bound_to_the_only_ready_node_with_a_scheduled_event() {
         .into_iter()
         .find(|c| c.type_ == "PodScheduled");
     assert_eq!(scheduled.map(|c| c.status).as_deref(), Some("True"));
-    eventually("a Scheduled event", || async {
+    eventually(DEADLINE, "a Scheduled event", || async {
         events_of(&events, "nginx", "Scheduled")
             .await
             .iter()
@@ -165,7 +150,7 @@ async fn a_pod_no_node_matches_waits_until_one_does() {
     add_node(&nodes, "node-2", false, json!({"disk": "ssd"})).await;
     add_pod(&pods, "picky", json!({"nodeSelector": {"disk": "ssd"}})).await;
 
-    eventually("a FailedScheduling event", || async {
+    eventually(DEADLINE, "a FailedScheduling event", || async {
         events_of(&events, "picky", "FailedScheduling")
             .await
             .iter()
@@ -221,21 +206,29 @@ async fn untolerated_taints_keep_pods_pending_until_tolerated_or_removed() {
                    not ready. preemption: 0/2 nodes are available: 2 Preemption is not helpful \
                    for scheduling.";
     for name in ["db", "web"] {
-        eventually(&format!("{name} is PodScheduled=False"), || async {
-            scheduled_condition(&pods.get(name).await.unwrap())
-                == Some((
-                    "False".into(),
-                    Some("Unschedulable".into()),
-                    Some(message.into()),
-                ))
-        })
+        eventually(
+            DEADLINE,
+            &format!("{name} is PodScheduled=False"),
+            || async {
+                scheduled_condition(&pods.get(name).await.unwrap())
+                    == Some((
+                        "False".into(),
+                        Some("Unschedulable".into()),
+                        Some(message.into()),
+                    ))
+            },
+        )
         .await;
-        eventually(&format!("a FailedScheduling event on {name}"), || async {
-            events_of(&events, name, "FailedScheduling")
-                .await
-                .iter()
-                .any(|e| e.message.as_deref() == Some(message))
-        })
+        eventually(
+            DEADLINE,
+            &format!("a FailedScheduling event on {name}"),
+            || async {
+                events_of(&events, name, "FailedScheduling")
+                    .await
+                    .iter()
+                    .any(|e| e.message.as_deref() == Some(message))
+            },
+        )
         .await;
     }
 

@@ -31,3 +31,20 @@ pub async fn api_server() -> Cluster {
         _dir: dir,
     }
 }
+
+/// Polls `check` every 20 ms until it holds; fails the test, naming
+/// `what`, once `deadline` has passed.
+pub async fn eventually<F, Fut>(deadline: std::time::Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < deadline,
+            "not within {deadline:?}: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
