@@ -268,6 +268,14 @@ fn lab() -> Result<Lab> {
     Ok(lab)
 }
 
+/// A [`lab`] whose pods a and b serve their names on TCP 8080.
+fn serving_lab() -> Result<(Lab, [Server; 2])> {
+    let lab = lab()?;
+    let a = Server::start(&lab.pod_a, POD_A, 8080, "a")?;
+    let b = Server::start(&lab.pod_b, POD_B, 8080, "b")?;
+    Ok((lab, [a, b]))
+}
+
 fn node_info() -> NodeInfo {
     NodeInfo {
         name: "node-1".into(),
@@ -318,9 +326,7 @@ fn a_cluster_ip_spreads_over_ready_endpoints_and_refuses_without_any() -> Result
     if !have_root() {
         return Ok(());
     }
-    let lab = lab()?;
-    let _a = Server::start(&lab.pod_a, POD_A, 8080, "a")?;
-    let _b = Server::start(&lab.pod_b, POD_B, 8080, "b")?;
+    let (lab, _servers) = serving_lab()?;
     let mut proxier = Proxier::new(LinuxFirewall::in_netns(run_file(&lab.node)));
     let svc = [service_test(json!({}))];
 
@@ -408,9 +414,7 @@ fn node_ports_answer_on_the_node_address_with_both_traffic_policies() -> Result<
     if !have_root() {
         return Ok(());
     }
-    let lab = lab()?;
-    let _a = Server::start(&lab.pod_a, POD_A, 8080, "a")?;
-    let _b = Server::start(&lab.pod_b, POD_B, 8080, "b")?;
+    let (lab, _servers) = serving_lab()?;
     let mut proxier = Proxier::new(LinuxFirewall::in_netns(run_file(&lab.node)));
     let node_port = SocketAddr::from((NODE_IP, 30080));
     let ports = json!([{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]);
@@ -478,9 +482,7 @@ fn client_ip_affinity_pins_a_client_to_one_endpoint() -> Result<()> {
     if !have_root() {
         return Ok(());
     }
-    let lab = lab()?;
-    let _a = Server::start(&lab.pod_a, POD_A, 8080, "a")?;
-    let _b = Server::start(&lab.pod_b, POD_B, 8080, "b")?;
+    let (lab, _servers) = serving_lab()?;
     let mut proxier = Proxier::new(LinuxFirewall::in_netns(run_file(&lab.node)));
     let svc = [service_test(json!({"sessionAffinity": "ClientIP"}))];
     let slices = [slice("service-test", "TCP", 8080, &[POD_A, POD_B])];
