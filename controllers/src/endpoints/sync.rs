@@ -1,6 +1,7 @@
 //! The endpoints controller's loop: one task owns the [`Index`] and what
-//! the API is known to hold, fed by four watches (Services, Pods, Endpoints
-//! and the slices this controller manages). A change marks the Services it
+//! the API is known to hold, fed by three watches (Services, Endpoints and
+//! the slices this controller manages) and by the changes of the process's
+//! shared pod cache ([`crate::pods`]). A change marks the Services it
 //! concerns; each marked Service is planned against what is known to be
 //! written — no GET or LIST per change — and only what differs is written,
 //! by up to [`CONCURRENT_SYNCS`] writers at once, one at a time per Service.
