@@ -732,55 +732,98 @@ async fn write_statuses<C: Containers>(shared: Arc<Shared<C>>) {
             .cloned()
             .collect();
         let now = Time(Timestamp::now());
-        for pod in &pods {
-            let uid = uid_of(pod);
-            post_events(&shared, pod, shared.containers.take_events(&uid)).await;
-            let pod_ip = shared.ready.lock().expect("ready").get(&uid).copied();
-            let has_ip = pod.status.as_ref().is_some_and(|s| s.pod_ip.is_some());
-            if pod_ip.is_none() && has_ip {
-                // A restarted agent re-checking the sandbox: the status
-                // written before still holds; no flapping meanwhile.
-                continue;
-            }
-            let runtime = shared.containers.status(&uid);
-            let facts = status::Facts {
-                runtime: runtime.as_ref(),
-                pod_ip,
-                host_ip: IpAddr::V4(shared.config.node_ip),
-                now: now.clone(),
-            };
-            let new = status::pod_status(pod, &facts);
-            if !status::differs(pod, &new) {
-                written.remove(&uid);
-                continue;
-            }
-            let value = serde_json::to_value(&new).unwrap_or_default();
-            if written.get(&uid) == Some(&without_times(&value)) {
-                continue;
-            }
-            let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-            let name = pod.metadata.name.as_deref().unwrap_or_default();
-            let api: Api<Pod> = Api::namespaced(shared.client.clone(), ns);
-            match api
-                .patch_status(
-                    name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"uid": uid}, "status": value})),
-                )
-                .await
-            {
-                Ok(_) => {
-                    written.insert(uid, without_times(&value));
+        // Pods side by side: one after the other, each pod's events and
+        // status patch wait for every earlier pod's round trips, and a
+        // hundred pods starting at once see their status a second late.
+        let writes: Vec<_> = pods
+            .iter()
+            .map(|pod| {
+                let last = written.get(&uid_of(pod)).cloned();
+                write_status(&shared, pod, last, now.clone())
+            })
+            .collect();
+        let outcomes: Vec<(String, Written)> = futures::stream::iter(writes)
+            .buffer_unordered(STATUS_WRITES_IN_FLIGHT)
+            .collect()
+            .await;
+        for (uid, outcome) in outcomes {
+            match outcome {
+                Written::Same => {}
+                Written::Forget => {
+                    written.remove(&uid);
                 }
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                Err(err) => {
-                    tracing::warn!(pod = %name, error = %err, "writing pod status");
-                    shared.status_kick.notify_one();
+                Written::Wrote(value) => {
+                    written.insert(uid, value);
                 }
             }
         }
         written.retain(|uid, _| pods.iter().any(|p| uid_of(p) == *uid));
     }
+}
+
+/// How many pods' status writes (with their events) are in flight at once.
+const STATUS_WRITES_IN_FLIGHT: usize = 16;
+
+/// What one pod's pass of [`write_statuses`] means for its record of the
+/// last status written.
+enum Written {
+    /// Nothing to note: not written, or written and not taken.
+    Same,
+    /// The API shows the status already: no record needed.
+    Forget,
+    /// Written; the status without its condition times.
+    Wrote(serde_json::Value),
+}
+
+/// Posts the pod's queued runtime events, then writes its status unless
+/// the API shows it already or `last` (the last status written, without
+/// times) is it.
+async fn write_status<C: Containers>(
+    shared: &Shared<C>,
+    pod: &Pod,
+    last: Option<serde_json::Value>,
+    now: Time,
+) -> (String, Written) {
+    let uid = uid_of(pod);
+    post_events(shared, pod, shared.containers.take_events(&uid)).await;
+    let pod_ip = shared.ready.lock().expect("ready").get(&uid).copied();
+    let has_ip = pod.status.as_ref().is_some_and(|s| s.pod_ip.is_some());
+    if pod_ip.is_none() && has_ip {
+        // A restarted agent re-checking the sandbox: the status
+        // written before still holds; no flapping meanwhile.
+        return (uid, Written::Same);
+    }
+    let runtime = shared.containers.status(&uid);
+    let facts = status::Facts {
+        runtime: runtime.as_ref(),
+        pod_ip,
+        host_ip: IpAddr::V4(shared.config.node_ip),
+        now,
+    };
+    let new = status::pod_status(pod, &facts);
+    if !status::differs(pod, &new) {
+        return (uid, Written::Forget);
+    }
+    let value = serde_json::to_value(&new).unwrap_or_default();
+    if last == Some(without_times(&value)) {
+        return (uid, Written::Same);
+    }
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(shared.client.clone(), ns);
+    let patch = Patch::Merge(json!({"metadata": {"uid": uid}, "status": value}));
+    match api
+        .patch_status(name, &PatchParams::default(), &patch)
+        .await
+    {
+        Ok(_) => return (uid, Written::Wrote(without_times(&value))),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+        Err(err) => {
+            tracing::warn!(pod = %name, error = %err, "writing pod status");
+            shared.status_kick.notify_one();
+        }
+    }
+    (uid, Written::Same)
 }
 
 /// Posts what the runtime reported about `pod` as Events of the pod, as
