@@ -59,7 +59,7 @@
 //! Launching a process takes tens of milliseconds (a thread, namespaces,
 //! bind mounts, a spawn) and saving a pod's state an fsync, so pods must
 //! not wait for each other's. The runtime-wide map of pods is held only to
-//! find, add or remove a pod's [`Slot`], never while waiting for a pod.
+//! find, add or remove a pod's slot, never while waiting for a pod.
 //! Each pod has a lock of its own, held by whoever works on it (a sync, a
 //! supervisor tick, a kill): a pod's containers are never launched twice,
 //! and different pods start in parallel. What readers need often — the
