@@ -334,8 +334,7 @@ fn logs_say_what_the_server_answered() {
     let run = server.knit(&["logs", "p"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert_eq!(
-        run.stderr,
-        "Error from server (BadRequest): pod p does not have a host assigned\n",
+        run.stderr, "Error from server (BadRequest): pod p does not have a host assigned\n",
         "{run:?}"
     );
     let run = server.knit(&["logs", "missing"]);
