@@ -20,7 +20,13 @@ async fn pod(api: &common::TestApi, name: &str) -> Pod {
     pods.create(&PostParams::default(), &pod).await.unwrap()
 }
 
-fn eviction(name: &str, delete_options: serde_json::Value) -> String {
+/// POSTs an Eviction naming `name` (with `delete_options` unless null) to
+/// the `eviction` subresource of the pod `web`.
+async fn evict(
+    api: &common::TestApi,
+    name: &str,
+    delete_options: serde_json::Value,
+) -> common::Reply {
     let mut body = json!({
         "apiVersion": "policy/v1", "kind": "Eviction",
         "metadata": {"name": name, "namespace": "default"},
@@ -28,7 +34,13 @@ fn eviction(name: &str, delete_options: serde_json::Value) -> String {
     if !delete_options.is_null() {
         body["deleteOptions"] = delete_options;
     }
-    body.to_string()
+    api.request(
+        Method::POST,
+        &format!("{PODS}/web/eviction"),
+        "application/json",
+        body.to_string(),
+    )
+    .await
 }
 
 const PODS: &str = "/api/v1/namespaces/default/pods";
@@ -37,14 +49,7 @@ const PODS: &str = "/api/v1/namespaces/default/pods";
 async fn an_eviction_deletes_the_pod_and_answers_201_success() {
     let api = common::start().await;
     pod(&api, "web").await;
-    let reply = api
-        .request(
-            Method::POST,
-            &format!("{PODS}/web/eviction"),
-            "application/json",
-            eviction("web", serde_json::Value::Null),
-        )
-        .await;
+    let reply = evict(&api, "web", serde_json::Value::Null).await;
     assert_eq!(reply.code, 201, "{}", reply.text);
     assert_eq!(reply.body["kind"], "Status");
     assert_eq!(reply.body["status"], "Success");
@@ -53,14 +58,7 @@ async fn an_eviction_deletes_the_pod_and_answers_201_success() {
     assert!(pods.get_opt("web").await.unwrap().is_none());
 
     // Gone now: a second eviction is a 404 NotFound about the pod.
-    let again = api
-        .request(
-            Method::POST,
-            &format!("{PODS}/web/eviction"),
-            "application/json",
-            eviction("web", serde_json::Value::Null),
-        )
-        .await;
+    let again = evict(&api, "web", serde_json::Value::Null).await;
     assert_eq!(again.code, 404, "{}", again.text);
     assert_eq!(again.body["reason"], "NotFound");
     assert_eq!(again.body["details"]["name"], "web");
@@ -82,45 +80,30 @@ async fn delete_options_in_the_eviction_are_honoured() {
     let api = common::start().await;
     let created = pod(&api, "web").await;
     let pods: Api<Pod> = Api::default_namespaced(api.client.clone());
-    let uri = format!("{PODS}/web/eviction");
 
     // Dry run: answered as done, nothing deleted.
-    let dry = api
-        .request(
-            Method::POST,
-            &uri,
-            "application/json",
-            eviction("web", json!({"dryRun": ["All"]})),
-        )
-        .await;
+    let dry = evict(&api, "web", json!({"dryRun": ["All"]})).await;
     assert_eq!(dry.code, 201, "{}", dry.text);
     assert!(pods.get_opt("web").await.unwrap().is_some());
 
     // A uid precondition that does not hold: 409, nothing deleted.
-    let wrong = api
-        .request(
-            Method::POST,
-            &uri,
-            "application/json",
-            eviction("web", json!({"preconditions": {"uid": "not-the-uid"}})),
-        )
-        .await;
+    let wrong = evict(
+        &api,
+        "web",
+        json!({"preconditions": {"uid": "not-the-uid"}}),
+    )
+    .await;
     assert_eq!(wrong.code, 409, "{}", wrong.text);
     assert!(pods.get_opt("web").await.unwrap().is_some());
 
     // The right uid: deleted.
     let uid = created.metadata.uid.unwrap();
-    let right = api
-        .request(
-            Method::POST,
-            &uri,
-            "application/json",
-            eviction(
-                "web",
-                json!({"preconditions": {"uid": uid}, "gracePeriodSeconds": 0}),
-            ),
-        )
-        .await;
+    let right = evict(
+        &api,
+        "web",
+        json!({"preconditions": {"uid": uid}, "gracePeriodSeconds": 0}),
+    )
+    .await;
     assert_eq!(right.code, 201, "{}", right.text);
     assert!(pods.get_opt("web").await.unwrap().is_none());
 }
@@ -129,14 +112,7 @@ async fn delete_options_in_the_eviction_are_honoured() {
 async fn an_eviction_naming_another_pod_is_a_bad_request() {
     let api = common::start().await;
     pod(&api, "web").await;
-    let reply = api
-        .request(
-            Method::POST,
-            &format!("{PODS}/web/eviction"),
-            "application/json",
-            eviction("other", serde_json::Value::Null),
-        )
-        .await;
+    let reply = evict(&api, "other", serde_json::Value::Null).await;
     assert_eq!(reply.code, 400, "{}", reply.text);
     assert_eq!(
         reply.body["message"],

@@ -42,6 +42,27 @@ async fn ready_node(nodes: &Api<Node>, name: &str) {
         .unwrap();
 }
 
+/// Every controller, with the test's short grace period.
+fn start_controllers(client: &kube::Client) -> tokio::task::JoinHandle<()> {
+    let config = ControllersConfig {
+        node_monitor_grace: GRACE,
+        ..ControllersConfig::default()
+    };
+    tokio::spawn(knit_controllers::run(client.clone(), config))
+}
+
+/// Renews the Lease of node `name` every 200 ms (for at most 40 s), as
+/// a live agent does.
+fn keep_renewing(leases: &Api<Lease>, name: &'static str) -> tokio::task::JoinHandle<()> {
+    let leases = leases.clone();
+    tokio::spawn(async move {
+        for _ in 0..200 {
+            renew(&leases, name).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
 async fn renew(leases: &Api<Lease>, name: &str) {
     let now = MicroTime(jiff::Timestamp::now());
     let lease = json!({
@@ -142,22 +163,10 @@ async fn a_node_that_stops_renewing_its_lease_goes_unknown_and_its_pods_not_read
         .await
         .unwrap();
 
-    let config = ControllersConfig {
-        node_monitor_grace: GRACE,
-        ..ControllersConfig::default()
-    };
-    let _controllers = tokio::spawn(knit_controllers::run(client.clone(), config));
+    let _controllers = start_controllers(&client);
 
     // "alive" keeps renewing its lease every 200 ms.
-    let renewer = {
-        let leases = leases.clone();
-        tokio::spawn(async move {
-            for _ in 0..200 {
-                renew(&leases, "alive").await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
+    let renewer = keep_renewing(&leases, "alive");
 
     // Until the endpoints are in place "dying" renews too (so a slow start
     // cannot make it stale early); from then on it stops.
@@ -332,20 +341,8 @@ async fn a_lost_node_is_tainted_and_its_pods_evicted_as_their_tolerations_say() 
     )
     .await;
 
-    let config = ControllersConfig {
-        node_monitor_grace: GRACE,
-        ..ControllersConfig::default()
-    };
-    let _controllers = tokio::spawn(knit_controllers::run(client.clone(), config));
-    let renewer = {
-        let leases = leases.clone();
-        tokio::spawn(async move {
-            for _ in 0..200 {
-                renew(&leases, "kept").await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
+    let _controllers = start_controllers(&client);
+    let renewer = keep_renewing(&leases, "kept");
 
     // "lost" stops renewing: unreachable, tainted with both effects.
     eventually(DEADLINE, "lost is tainted unreachable", || async {
@@ -420,20 +417,12 @@ async fn a_lost_node_is_tainted_and_its_pods_evicted_as_their_tolerations_say() 
         .patch_status("lost", &PatchParams::default(), &Patch::Strategic(back))
         .await
         .unwrap();
-    let keep_renewing = {
-        let leases = leases.clone();
-        tokio::spawn(async move {
-            for _ in 0..200 {
-                renew(&leases, "lost").await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
+    let lost_renewer = keep_renewing(&leases, "lost");
     eventually(DEADLINE, "lost is untainted", || async {
         taints(&nodes.get("lost").await.unwrap()).is_empty()
     })
     .await;
     assert!(!gone(&pods, "patient").await);
     renewer.abort();
-    keep_renewing.abort();
+    lost_renewer.abort();
 }
