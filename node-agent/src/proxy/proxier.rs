@@ -144,7 +144,14 @@ pub(crate) fn stale_udp(
     before: &BTreeMap<String, UdpPort>,
     after: &BTreeMap<String, UdpPort>,
 ) -> Vec<Vec<String>> {
-    let args = |parts: &[&str]| parts.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    // `conntrack -D -p udp` with the given filters.
+    let args = |filters: &[&str]| {
+        ["-D", "-p", "udp"]
+            .iter()
+            .chain(filters)
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+    };
     let mut out = Vec::new();
     for (id, old) in before {
         let new = after.get(id);
@@ -156,9 +163,6 @@ pub(crate) fn stale_udp(
             for ip in &old.ips {
                 let ip = ip.to_string();
                 out.push(args(&[
-                    "-D",
-                    "-p",
-                    "udp",
                     "--orig-dst",
                     &ip,
                     "--orig-port-dst",
@@ -169,15 +173,7 @@ pub(crate) fn stale_udp(
             }
             if let Some(np) = old.node_port {
                 let np = np.to_string();
-                out.push(args(&[
-                    "-D",
-                    "-p",
-                    "udp",
-                    "--orig-port-dst",
-                    &np,
-                    "--reply-src",
-                    &ep,
-                ]));
+                out.push(args(&["--orig-port-dst", &np, "--reply-src", &ep]));
             }
         }
     }
@@ -189,24 +185,10 @@ pub(crate) fn stale_udp(
         let port = new.port.to_string();
         for ip in &new.ips {
             let ip = ip.to_string();
-            out.push(args(&[
-                "-D",
-                "-p",
-                "udp",
-                "--orig-dst",
-                &ip,
-                "--orig-port-dst",
-                &port,
-            ]));
+            out.push(args(&["--orig-dst", &ip, "--orig-port-dst", &port]));
         }
         if let Some(np) = new.node_port {
-            out.push(args(&[
-                "-D",
-                "-p",
-                "udp",
-                "--orig-port-dst",
-                &np.to_string(),
-            ]));
+            out.push(args(&["--orig-port-dst", &np.to_string()]));
         }
     }
     out
