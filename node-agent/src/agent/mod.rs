@@ -198,6 +198,12 @@ pub async fn run<C: Containers>(
         }
     });
     tracing::info!(node = %name, %addr, "serving /containerLogs and /healthz");
+    // Cluster DNS for the node's pods, on the kube-dns address.
+    tasks.spawn(crate::dns::run(
+        client.clone(),
+        config.clone(),
+        node_nl.clone(),
+    ));
 
     // Registration, Lease and node status.
     let node = retry("registering the node", || node::register(&client, &name)).await;
