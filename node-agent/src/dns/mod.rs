@@ -2,7 +2,7 @@
 //!
 //! Instead of a DNS deployment behind a Service IP, each agent holds the
 //! cluster DNS address itself: the `kube-dns` Service's ClusterIP
-//! (`10.3.240.10`) goes on a dummy link [`LINK`] in the node's network
+//! (`10.3.240.10`) goes on a link of its own, [`LINK`], in the node's network
 //! namespace, and the agent serves port 53 (UDP and TCP) there, so a pod's
 //! queries reach its own node with no DNAT and no conntrack entry on the
 //! way (the service dataplane leaves that address alone).
@@ -39,7 +39,8 @@ use crate::netns;
 use records::{Index, Sources};
 use server::{Published, Server, Sockets};
 
-/// The dummy link that holds the cluster DNS address on every node.
+/// The link that holds the cluster DNS address on every node: a dummy,
+/// or a bridge without ports where the kernel has no dummy driver.
 pub const LINK: &str = "knit-dns";
 /// The DNS port.
 pub const PORT: u16 = 53;
@@ -60,14 +61,23 @@ pub enum DnsError {
     },
 }
 
-/// Makes [`LINK`] exist, be up and hold `addr/32`; the changes made.
+/// Makes [`LINK`] exist (a dummy, else a portless bridge), be up and hold
+/// `addr/32`; the changes made.
 pub fn ensure_link(nl: &impl Netlink, addr: Ipv4Addr) -> crate::Result<Vec<String>> {
     let mut changes = Vec::new();
     let link = match nl.link(LINK)? {
         Some(link) => link,
         None => {
-            nl.add_dummy(LINK)?;
-            changes.push(format!("add dummy {LINK}"));
+            // A kernel built without the dummy driver (some microVM
+            // kernels) still has bridges: one without ports holds an
+            // address just as well.
+            match nl.add_dummy(LINK) {
+                Ok(()) => changes.push(format!("add dummy {LINK}")),
+                Err(err) => {
+                    nl.add_bridge(LINK).map_err(|_| err)?;
+                    changes.push(format!("add bridge {LINK} (no dummy links here)"));
+                }
+            }
             nl.link(LINK)?
                 .ok_or_else(|| crate::Error::NoLink(LINK.into()))?
         }
