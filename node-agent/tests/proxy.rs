@@ -282,6 +282,7 @@ fn node_info() -> NodeInfo {
         ips: vec![NODE_IP],
         pod_cidr: "10.0.1.0/24".parse().unwrap(),
         cluster_cidr: "10.0.0.0/14".parse().unwrap(),
+        local_dns: None,
     }
 }
 
