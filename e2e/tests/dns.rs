@@ -4,7 +4,8 @@
 //! on node 1 resolves, with `dig` and the resolv.conf its agent wrote,
 //! the article's `service-test` by short name and by FQDN, a headless
 //! Service (its ready pods), an SRV record of a named port, the
-//! ClusterIP's PTR, an ExternalName (CNAME), `kubernetes.default`,
+//! ClusterIP's PTR, an ExternalName (its CNAME: the lab reaches no
+//! upstream resolver for the target's addresses), `kubernetes.default`,
 //! `kube-dns.kube-system`, a Service in another namespace by
 //! `<svc>.<ns>`, a missing name (NXDOMAIN), and the FQDN over TCP. Then,
 //! from the client pod's own namespace and from node 2, a new Service
@@ -109,7 +110,7 @@ spec:
       check headless db.default.svc.cluster.local
       check srv _http._tcp.service-test.default.svc.cluster.local SRV
       check ptr -x PTR_IP
-      check external ext.default.svc.cluster.local
+      check external ext.default.svc.cluster.local CNAME
       check kubernetes +search kubernetes.default
       check kubedns +search kube-dns.kube-system
       check other +search far.other

@@ -44,6 +44,18 @@ pub struct Request {
     pub packet: Vec<u8>,
     /// Where the answer goes.
     pub reply: ReplyTo,
+    /// For an ExternalName outside the zone: what to ask upstream instead
+    /// and the answer to complete.
+    pub chase: Option<Chase>,
+}
+
+/// An ExternalName answer waiting for its target's records.
+#[derive(Debug)]
+pub struct Chase {
+    /// The name to ask upstream (same type as the client's question).
+    pub target: Box<str>,
+    /// The finished answer holding the CNAME.
+    pub answer: Vec<u8>,
 }
 
 /// The upstream resolvers named by a resolv.conf, on port 53, leaving out
@@ -62,10 +74,14 @@ pub fn upstreams(resolv_conf: &str, ourselves: IpAddr) -> Vec<SocketAddr> {
 }
 
 struct Pending {
-    client_id: u16,
+    /// The client's query as it came.
+    client: Vec<u8>,
     reply: ReplyTo,
     key: Vec<u8>,
+    /// What went upstream, under our id.
     query: Vec<u8>,
+    /// The CNAME answer to complete, for a chase.
+    chase: Option<Vec<u8>>,
     server: usize,
     sent: Instant,
 }
@@ -99,27 +115,34 @@ pub async fn run(upstream: UdpSocket, servers: Vec<SocketAddr>, mut rx: mpsc::Re
             request = rx.recv() => {
                 let Some(request) = request else { return };
                 let Ok(q) = wire::parse_query(&request.packet) else { continue };
-                let key = cache_key(&q);
+                // What to ask upstream: the client's query, or the
+                // ExternalName's target with the client's type.
+                let (ask, chase) = match request.chase {
+                    None => (request.packet.clone(), None),
+                    Some(c) => {
+                        let ask = wire::build_query(0, &c.target, q.qtype, Some(wire::OUR_UDP), false);
+                        (ask, Some(c.answer))
+                    }
+                };
+                let Ok(asked) = wire::parse_query(&ask) else { continue };
+                let key = cache_key(&asked);
                 if let Some(hit) = cache.get(&key) {
                     let age = hit.stored.elapsed().as_secs() as u32;
                     if age < hit.ttl {
                         let mut packet = hit.packet.clone();
-                        packet[..2].copy_from_slice(&q.id.to_be_bytes());
-                        // The client's own spelling of the name.
-                        packet[HEADER..q.question_end]
-                            .copy_from_slice(&request.packet[HEADER..q.question_end]);
                         wire::age_ttls(&mut packet, age);
-                        deliver(request.reply, packet, &request.packet);
+                        let answer = complete(&request.packet, chase.as_deref(), packet);
+                        deliver(request.reply, answer, &request.packet);
                         continue;
                     }
                     cache.remove(&key);
                 }
                 if servers.is_empty() {
-                    deliver(request.reply, servfail(&request.packet), &request.packet);
+                    let answer = chase.unwrap_or_else(|| servfail(&request.packet));
+                    deliver(request.reply, answer, &request.packet);
                     continue;
                 }
-                let client_id = q.id;
-                let mut query = request.packet;
+                let mut query = ask;
                 // A fresh id that no outstanding query holds.
                 let id = loop {
                     next_id = next_id.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
@@ -130,7 +153,15 @@ pub async fn run(upstream: UdpSocket, servers: Vec<SocketAddr>, mut rx: mpsc::Re
                 };
                 query[..2].copy_from_slice(&id.to_be_bytes());
                 let _ = upstream.send_to(&query, servers[0]).await;
-                pending.insert(id, Pending { client_id, reply: request.reply, key, query, server: 0, sent: Instant::now() });
+                pending.insert(id, Pending {
+                    client: request.packet,
+                    reply: request.reply,
+                    key,
+                    query,
+                    chase,
+                    server: 0,
+                    sent: Instant::now(),
+                });
             }
             got = upstream.recv_from(&mut buf) => {
                 let Ok((n, from)) = got else { continue };
@@ -150,12 +181,10 @@ pub async fn run(upstream: UdpSocket, servers: Vec<SocketAddr>, mut rx: mpsc::Re
                     continue;
                 }
                 let p = pending.remove(&id).expect("looked up above");
-                let mut answer = packet.to_vec();
-                answer[..2].copy_from_slice(&p.client_id.to_be_bytes());
-                let rcode = answer[3] & 0xf;
-                let truncated = answer[2] & 0x02 != 0;
+                let rcode = packet[3] & 0xf;
+                let truncated = packet[2] & 0x02 != 0;
                 if (rcode == NOERROR || rcode == NXDOMAIN) && !truncated {
-                    let mut copy = answer.clone();
+                    let mut copy = packet.to_vec();
                     if let Some(ttl) = wire::age_ttls(&mut copy, 0).filter(|&t| t > 0) {
                         if cache.len() >= CACHE_SIZE {
                             cache.retain(|_, c| c.stored.elapsed().as_secs() < u64::from(c.ttl));
@@ -163,12 +192,11 @@ pub async fn run(upstream: UdpSocket, servers: Vec<SocketAddr>, mut rx: mpsc::Re
                                 cache.clear();
                             }
                         }
-                        cache.insert(p.key, Cached { packet: answer.clone(), stored: Instant::now(), ttl: ttl.min(MAX_TTL) });
+                        cache.insert(p.key, Cached { packet: copy, stored: Instant::now(), ttl: ttl.min(MAX_TTL) });
                     }
                 }
-                let mut original = p.query;
-                original[..2].copy_from_slice(&p.client_id.to_be_bytes());
-                deliver(p.reply, answer, &original);
+                let answer = complete(&p.client, p.chase.as_deref(), packet.to_vec());
+                deliver(p.reply, answer, &p.client);
             }
             _ = tick.tick() => {
                 let late: Vec<u16> = pending
@@ -184,14 +212,45 @@ pub async fn run(upstream: UdpSocket, servers: Vec<SocketAddr>, mut rx: mpsc::Re
                         let _ = upstream.send_to(&p.query, servers[p.server]).await;
                     } else {
                         let p = pending.remove(&id).expect("listed above");
-                        let mut original = p.query;
-                        original[..2].copy_from_slice(&p.client_id.to_be_bytes());
-                        deliver(p.reply, servfail(&original), &original);
+                        // A chase that found nothing still has its CNAME.
+                        let answer = p.chase.unwrap_or_else(|| servfail(&p.client));
+                        deliver(p.reply, answer, &p.client);
                     }
                 }
             }
         }
     }
+}
+
+/// The answer for the client: upstream's, under the client's id and in
+/// its spelling of the name; for a chase, the CNAME answer with
+/// upstream's records for the target after it (and upstream's NXDOMAIN).
+fn complete(client: &[u8], chase: Option<&[u8]>, mut upstream: Vec<u8>) -> Vec<u8> {
+    let Some(base) = chase else {
+        if let Ok(q) = wire::parse_query(client)
+            && upstream.len() >= q.question_end
+        {
+            upstream[..2].copy_from_slice(&q.id.to_be_bytes());
+            upstream[HEADER..q.question_end].copy_from_slice(&client[HEADER..q.question_end]);
+        }
+        return upstream;
+    };
+    let Some((rcode, count, records)) = wire::answer_records(&upstream) else {
+        return base.to_vec();
+    };
+    let mut out = base.to_vec();
+    // Our CNAME answers carry no additional records but the OPT.
+    let opt = u16::from_be_bytes([out[10], out[11]]) > 0;
+    let at = if opt { out.len() - 11 } else { out.len() };
+    out.splice(at..at, records);
+    let an = u16::from_be_bytes([out[6], out[7]]) + count;
+    out[6..8].copy_from_slice(&an.to_be_bytes());
+    // Part of the answer is not ours to vouch for.
+    out[2] &= !0x04;
+    if rcode == NXDOMAIN {
+        out[3] = (out[3] & 0xf0) | NXDOMAIN;
+    }
+    out
 }
 
 /// A start for the id sequence that differs between runs.

@@ -21,7 +21,8 @@
 //! other types are NODATA (NOERROR, empty, the SOA in authority), while a
 //! name under the zone that does not exist is NXDOMAIN. Names outside the
 //! zone, and reverse names we hold nothing for, go to the upstream
-//! resolvers ([`Outcome::Forward`]).
+//! resolvers ([`Outcome::Forward`]), as do the targets of ExternalNames
+//! outside the zone ([`Outcome::Chase`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -235,12 +236,17 @@ struct Entry {
 }
 
 /// What to do with a question.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The response is in the buffer.
     Answered,
     /// Not ours: ask the upstream resolvers.
     Forward,
+    /// An ExternalName whose target lies outside the zone: the buffer
+    /// holds the answer with the CNAME; the target's records of the same
+    /// type, from upstream, belong after it (as CoreDNS adds them, since
+    /// stub resolvers do not follow a CNAME themselves).
+    Chase(Box<str>),
 }
 
 /// Every name of the cluster zone (and the reverse names of the cluster's
@@ -433,6 +439,9 @@ impl Index {
             ttl: TTL,
             minimum: TTL,
         };
+        let chase = entry
+            .and_then(|e| e.cname.as_deref())
+            .filter(|t| matches!(q.qtype, TYPE_A | TYPE_AAAA) && !self.in_zone(t.as_bytes()));
         let found = match entry {
             Some(entry) => self.records(&mut r, entry, q.qtype, key == self.zone.as_bytes(), apex),
             None => match self.pod_address(key) {
@@ -456,7 +465,10 @@ impl Index {
             r.soa(Section::Authority, apex, &soa);
         }
         r.finish(q.edns, limit);
-        Outcome::Answered
+        match chase {
+            Some(target) => Outcome::Chase(target.into()),
+            None => Outcome::Answered,
+        }
     }
 
     /// Writes the records of `entry` of type `qtype`; whether any was.

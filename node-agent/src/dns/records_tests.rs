@@ -120,7 +120,7 @@ fn ask_with(
     wire::name_key(q.qname, &mut key);
     let mut out = Vec::new();
     match index.answer(&q, &key, &mut out, limit) {
-        Outcome::Answered => {
+        Outcome::Answered | Outcome::Chase(_) => {
             let d = decode(&out);
             assert_eq!(d.id, 0x1234);
             Some(d)
@@ -276,6 +276,34 @@ fn external_names_are_cnames_followed_inside_the_zone() {
     assert_eq!(d.answers[1].0, "db.shop.svc.cluster.local");
     let d = ask("search.shop.svc.cluster.local", TYPE_CNAME);
     assert_eq!(data(&d.answers), ["db.shop.svc.cluster.local"]);
+
+    // Outside the zone: the CNAME, and the target is for upstream.
+    let mut s = sources();
+    s.services.insert(
+        ("shop".into(), "web".into()),
+        ServiceRec {
+            kind: ServiceKind::ExternalName("www.example.com".into()),
+            ports: vec![],
+            publish_not_ready: false,
+        },
+    );
+    let index = Index::build(ZONE, Ipv4Addr::new(10, 3, 240, 10), &s, 1);
+    let packet = query(3, "web.shop.svc.cluster.local", TYPE_A, None);
+    let q = parse_query(&packet).unwrap();
+    let mut key = Vec::new();
+    wire::name_key(q.qname, &mut key);
+    let mut out = Vec::new();
+    assert_eq!(
+        index.answer(&q, &key, &mut out, 512),
+        Outcome::Chase("www.example.com".into())
+    );
+    assert_eq!(data(&decode(&out).answers), ["www.example.com"]);
+    let d = ask_with(&index, "web.shop.svc.cluster.local", TYPE_TXT, None, 512).unwrap();
+    assert_eq!(
+        data(&d.answers),
+        ["www.example.com"],
+        "other types: the CNAME alone"
+    );
 }
 
 #[test]

@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use super::forward::{self, ReplyTo, Request};
+use super::forward::{self, Chase, ReplyTo, Request};
 use super::records::{Index, Outcome};
 use super::wire::{self, FORMERR, Malformed, NOTIMP};
 
@@ -57,12 +57,15 @@ impl Published {
 }
 
 /// What became of one packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Handled {
     /// The response is in the output buffer.
     Reply,
     /// To the upstream resolvers.
     Forward,
+    /// The output buffer holds a CNAME answer whose target (outside the
+    /// zone) upstream resolves; see [`Outcome::Chase`].
+    Chase(Box<str>),
     /// Nothing to answer (not a query).
     Drop,
 }
@@ -123,6 +126,7 @@ impl Handler {
         match self.index.answer(&q, &self.key, out, limit) {
             Outcome::Answered => Handled::Reply,
             Outcome::Forward => Handled::Forward,
+            Outcome::Chase(target) => Handled::Chase(target),
         }
     }
 }
@@ -228,19 +232,31 @@ fn serve_udp(
             Handled::Reply => {
                 let _ = socket.send_to(&out, peer);
             }
-            Handled::Forward => {
+            handled @ (Handled::Forward | Handled::Chase(_)) => {
                 let request = Request {
                     packet: buf[..n].to_vec(),
                     reply: ReplyTo::Udp {
                         socket: socket.clone(),
                         peer,
                     },
+                    chase: chase_of(handled, &out),
                 };
                 // A full queue drops the query; the client asks again.
                 let _ = fwd.try_send(request);
             }
             Handled::Drop => {}
         }
+    }
+}
+
+/// What the forwarder needs to follow an ExternalName outside the zone.
+fn chase_of(handled: Handled, answer: &[u8]) -> Option<Chase> {
+    match handled {
+        Handled::Chase(target) => Some(Chase {
+            target,
+            answer: answer.to_vec(),
+        }),
+        _ => None,
     }
 }
 
@@ -284,11 +300,12 @@ async fn serve_conn(
         }
         let answer = match handler.handle(&packet, &mut out, false) {
             Handled::Reply => std::mem::take(&mut out),
-            Handled::Forward => {
+            handled @ (Handled::Forward | Handled::Chase(_)) => {
                 let (tx, rx) = oneshot::channel();
                 let request = Request {
                     packet,
                     reply: ReplyTo::Tcp(tx),
+                    chase: chase_of(handled, &out),
                 };
                 if fwd.send(request).await.is_err() {
                     return;

@@ -148,6 +148,45 @@ async fn serves_udp_and_tcp_follows_publications_and_forwards_with_a_cache() {
     assert_eq!(d.answers[0].0, "Example.ORG");
     assert!(d.answers[0].2 <= 60);
     assert_eq!(asked.load(Ordering::SeqCst), 1, "cached after the first");
+
+    // An ExternalName outside the zone: the CNAME, then upstream's
+    // records for the target, over UDP and (cached) TCP.
+    let mut s = sources("10.3.241.7");
+    s.services.insert(
+        ("default".into(), "web".into()),
+        ServiceRec {
+            kind: ServiceKind::ExternalName("www.example.com".into()),
+            ports: vec![],
+            publish_not_ready: false,
+        },
+    );
+    published.publish(index(&s, 4));
+    let web = "web.default.svc.cluster.local";
+    let q = query(17, web, TYPE_A, Some(1232));
+    let d = tokio::task::spawn_blocking(move || udp_ask(udp_addr, &q))
+        .await
+        .unwrap();
+    assert_eq!((d.id, d.rcode), (17, NOERROR));
+    let answers: Vec<(&str, u16, &str)> = d
+        .answers
+        .iter()
+        .map(|(n, t, _, v)| (n.as_str(), *t, v.as_str()))
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            (web, wire::TYPE_CNAME, "www.example.com"),
+            ("www.example.com", TYPE_A, "192.0.2.1")
+        ]
+    );
+    assert_eq!(d.flags & 0x0400, 0, "not authoritative for the target");
+    assert_eq!(d.additional[0].3, "payload 1232");
+    let q = query(18, web, TYPE_A, None);
+    let d = tokio::task::spawn_blocking(move || tcp_ask(tcp_addr, &q))
+        .await
+        .unwrap();
+    assert_eq!(d.answers.len(), 2, "{d:?}");
+    assert_eq!(asked.load(Ordering::SeqCst), 2, "the target asked once");
     drop(server);
 }
 

@@ -542,10 +542,15 @@ pub fn dashed_v6(label: &[u8]) -> Option<Ipv6Addr> {
 }
 
 /// A query for `name` of `qtype` with RD set, with an OPT announcing
-/// `payload` (and DO) if given: what tests send.
-#[cfg(test)]
-pub(crate) fn query(id: u16, name: &str, qtype: u16, payload: Option<u16>) -> Vec<u8> {
-    let mut p = Vec::new();
+/// `payload` if given (DO set when `dnssec_ok`).
+pub fn build_query(
+    id: u16,
+    name: &str,
+    qtype: u16,
+    payload: Option<u16>,
+    dnssec_ok: bool,
+) -> Vec<u8> {
+    let mut p = Vec::with_capacity(name.len() + 30);
     p.extend_from_slice(&id.to_be_bytes());
     p.extend_from_slice(&0x0100u16.to_be_bytes());
     p.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, u8::from(payload.is_some())]);
@@ -556,9 +561,93 @@ pub(crate) fn query(id: u16, name: &str, qtype: u16, payload: Option<u16>) -> Ve
         p.push(0);
         p.extend_from_slice(&TYPE_OPT.to_be_bytes());
         p.extend_from_slice(&size.to_be_bytes());
-        p.extend_from_slice(&[0, 0, 0x80, 0, 0, 0]);
+        p.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
     }
     p
+}
+
+/// What tests send: [`build_query`] with DO set.
+#[cfg(test)]
+pub(crate) fn query(id: u16, name: &str, qtype: u16, payload: Option<u16>) -> Vec<u8> {
+    build_query(id, name, qtype, payload, true)
+}
+
+/// Writes the name at `at` of `p` uncompressed into `out`; the offset
+/// after the name where it starts (not where pointers lead).
+fn expand_name(p: &[u8], mut at: usize, out: &mut Vec<u8>) -> Option<usize> {
+    let mut end = None;
+    let mut hops = 0;
+    let start = out.len();
+    loop {
+        let len = *p.get(at)?;
+        if len & 0xc0 == 0xc0 {
+            end.get_or_insert(at + 2);
+            hops += 1;
+            if hops > 32 {
+                return None;
+            }
+            at = (usize::from(len & 0x3f) << 8) | usize::from(*p.get(at + 1)?);
+            continue;
+        }
+        if len > 63 {
+            return None;
+        }
+        out.extend_from_slice(p.get(at..at + 1 + len as usize)?);
+        if out.len() - start > 255 {
+            return None;
+        }
+        if len == 0 {
+            return Some(end.unwrap_or(at + 1));
+        }
+        at += 1 + len as usize;
+    }
+}
+
+/// The answer section of a response, rewritten without compression so it
+/// can be placed in another packet: its rcode, how many records, and
+/// their bytes. Only the types an address lookup brings (A, AAAA, CNAME)
+/// are kept.
+pub fn answer_records(p: &[u8]) -> Option<(u8, u16, Vec<u8>)> {
+    if p.len() < HEADER {
+        return None;
+    }
+    let qd = be16(p, 4)?;
+    let an = be16(p, 6)?;
+    let mut at = HEADER;
+    for _ in 0..qd {
+        at = skip_name(p, at)? + 4;
+    }
+    let mut out = Vec::new();
+    let mut kept = 0u16;
+    for _ in 0..an {
+        let mark = out.len();
+        let name_end = expand_name(p, at, &mut out)?;
+        let rtype = be16(p, name_end)?;
+        let rdlen = usize::from(be16(p, name_end + 8)?);
+        let rdata = name_end + 10;
+        let next = rdata + rdlen;
+        if next > p.len() {
+            return None;
+        }
+        match rtype {
+            TYPE_A | TYPE_AAAA => {
+                out.extend_from_slice(&p[name_end..next]);
+                kept += 1;
+            }
+            TYPE_CNAME => {
+                out.extend_from_slice(&p[name_end..name_end + 8]);
+                let len_at = out.len();
+                out.extend_from_slice(&[0, 0]);
+                expand_name(p, rdata, &mut out)?;
+                let len = (out.len() - len_at - 2) as u16;
+                out[len_at..len_at + 2].copy_from_slice(&len.to_be_bytes());
+                kept += 1;
+            }
+            _ => out.truncate(mark),
+        }
+        at = next;
+    }
+    Some((p[3] & 0xf, kept, out))
 }
 
 #[cfg(test)]
