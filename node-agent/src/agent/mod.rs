@@ -2,8 +2,9 @@
 //!
 //! [`run`] registers the Node and keeps its Lease and status current,
 //! waits for the node's `spec.podCIDR`, builds the node network (`cbr0`),
-//! follows the other nodes for host-gw routes ([`crate::routes`]), serves
-//! container logs ([`logs`]), and keeps the host in step with the pods
+//! follows the other nodes for host-gw routes ([`crate::routes`]), runs
+//! the service dataplane ([`services`]), serves container logs and
+//! metrics ([`logs`]), and keeps the host in step with the pods
 //! bound to the node: one worker per pod uid makes its sandbox, gives it
 //! an IP ([`ips`]), hands it to the runtime ([`Containers`]) with its
 //! `/etc/resolv.conf` and `/etc/hosts` ([`podfiles`]), and tears it all
@@ -19,6 +20,7 @@ pub mod ips;
 pub mod logs;
 pub mod node;
 pub mod podfiles;
+pub mod services;
 pub mod status;
 
 use std::collections::{BTreeSet, HashMap};
@@ -77,6 +79,9 @@ pub struct AgentConfig {
     pub host_hosts: PathBuf,
     /// How often the Lease is renewed.
     pub lease_renew: Duration,
+    /// The whole pod network (every node's podCIDR is inside it): pod
+    /// traffic leaving it is masqueraded by the service dataplane.
+    pub cluster_cidr: Ipv4Net,
 }
 
 impl AgentConfig {
@@ -94,6 +99,7 @@ impl AgentConfig {
             host_resolv_conf: "/etc/resolv.conf".into(),
             host_hosts: "/etc/hosts".into(),
             lease_renew: Duration::from_secs(4),
+            cluster_cidr: Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 14).expect("a /14"),
         }
     }
 }
@@ -201,7 +207,9 @@ pub async fn run<C: Containers>(
     .map_err(io(format!("listening on {addr}")))?;
     std_listener.set_nonblocking(true).map_err(io("listener"))?;
     let listener = tokio::net::TcpListener::from_std(std_listener).map_err(io("listener"))?;
-    let app = logs::router(containers.clone());
+    let mut registry = prometheus_client::registry::Registry::default();
+    let proxy_metrics = services::ProxyMetrics::register(&mut registry);
+    let app = logs::router(containers.clone(), Arc::new(registry));
     tasks.spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {
             tracing::error!(error = %err, "log endpoint stopped");
@@ -247,6 +255,13 @@ pub async fn run<C: Containers>(
         name.clone(),
         node_nl.clone(),
         Duration::from_secs(30),
+    ));
+    // The service dataplane (ip knit), kube-proxy's job.
+    tasks.spawn(services::run(
+        client.clone(),
+        config.clone(),
+        cidr,
+        proxy_metrics,
     ));
 
     let ips = IpBook::load(&config.state_dir.join("pod-ips"))
