@@ -152,7 +152,7 @@ pub async fn run(upstream: UdpSocket, servers: Vec<SocketAddr>, mut rx: mpsc::Re
                     }
                 };
                 query[..2].copy_from_slice(&id.to_be_bytes());
-                let _ = upstream.send_to(&query, servers[0]).await;
+                let sent = sent_at(upstream.send_to(&query, servers[0]).await);
                 pending.insert(id, Pending {
                     client: request.packet,
                     reply: request.reply,
@@ -160,7 +160,7 @@ pub async fn run(upstream: UdpSocket, servers: Vec<SocketAddr>, mut rx: mpsc::Re
                     query,
                     chase,
                     server: 0,
-                    sent: Instant::now(),
+                    sent,
                 });
             }
             got = upstream.recv_from(&mut buf) => {
@@ -208,8 +208,7 @@ pub async fn run(upstream: UdpSocket, servers: Vec<SocketAddr>, mut rx: mpsc::Re
                     let p = pending.get_mut(&id).expect("listed above");
                     if p.server + 1 < servers.len() {
                         p.server += 1;
-                        p.sent = Instant::now();
-                        let _ = upstream.send_to(&p.query, servers[p.server]).await;
+                        p.sent = sent_at(upstream.send_to(&p.query, servers[p.server]).await);
                     } else {
                         let p = pending.remove(&id).expect("listed above");
                         // A chase that found nothing still has its CNAME.
@@ -251,6 +250,17 @@ fn complete(client: &[u8], chase: Option<&[u8]>, mut upstream: Vec<u8>) -> Vec<u
         out[3] = (out[3] & 0xf0) | NXDOMAIN;
     }
     out
+}
+
+/// When a query counts as sent: now, or — when the send failed (no
+/// route to that resolver) — long enough ago that the next tick moves on
+/// to the next resolver instead of waiting out its time.
+fn sent_at(sent: std::io::Result<usize>) -> Instant {
+    let now = Instant::now();
+    match sent {
+        Ok(_) => now,
+        Err(_) => now.checked_sub(UPSTREAM_WAIT).unwrap_or(now),
+    }
 }
 
 /// A start for the id sequence that differs between runs.

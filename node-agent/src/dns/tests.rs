@@ -220,3 +220,27 @@ fn the_link_holds_the_address_once() {
     );
     assert!(ensure_link(&nl, ip).unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_skipped_at_once() {
+    let published = Arc::new(Published::new(index(&Sources::default(), 1)));
+    let sockets = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = sockets.udp.local_addr().unwrap();
+    let (upstream, asked) = fake_upstream();
+    // Sending to the broadcast address without SO_BROADCAST fails at
+    // once (EACCES), as a resolver without a route does.
+    let dead: SocketAddr = "255.255.255.255:53".parse().unwrap();
+    let _server = Server::start(sockets, published, vec![dead, upstream], 1).unwrap();
+    let start = std::time::Instant::now();
+    let q = query(6, "example.org", TYPE_A, None);
+    let d = tokio::task::spawn_blocking(move || udp_ask(addr, &q))
+        .await
+        .unwrap();
+    assert_eq!((d.id, d.rcode), (6, NOERROR));
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    assert!(
+        start.elapsed() < Duration::from_millis(1000),
+        "{:?}: the dead resolver's full wait was not skipped",
+        start.elapsed()
+    );
+}
