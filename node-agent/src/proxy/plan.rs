@@ -50,6 +50,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -125,6 +126,53 @@ impl Fragment {
     }
 }
 
+/// Who plans one element. Nearly always a single owner, which then costs
+/// no map of its own (a full table holds some 120,000 elements); the
+/// value that counts is the first owner's by name.
+#[derive(Debug)]
+enum ElementOwners {
+    One(Arc<str>),
+    Many(BTreeSet<Arc<str>>),
+}
+
+impl ElementOwners {
+    fn add(&mut self, owner: &Arc<str>) {
+        match self {
+            ElementOwners::One(one) if one == owner => {}
+            ElementOwners::One(one) => {
+                *self = ElementOwners::Many(BTreeSet::from([one.clone(), owner.clone()]));
+            }
+            ElementOwners::Many(all) => {
+                all.insert(owner.clone());
+            }
+        }
+    }
+
+    fn remove(&mut self, owner: &str) {
+        match self {
+            ElementOwners::One(one) if **one == *owner => {
+                *self = ElementOwners::Many(BTreeSet::new());
+            }
+            ElementOwners::One(_) => {}
+            ElementOwners::Many(all) => {
+                all.remove(owner);
+                if all.len() == 1 {
+                    let one = all.pop_first().expect("one owner");
+                    *self = ElementOwners::One(one);
+                }
+            }
+        }
+    }
+
+    /// The owner whose value counts; `None` when nobody plans it.
+    fn first(&self) -> Option<Arc<str>> {
+        match self {
+            ElementOwners::One(one) => Some(one.clone()),
+            ElementOwners::Many(all) => all.first().cloned(),
+        }
+    }
+}
+
 /// The table, kept up to date one service at a time. Feed it the API's
 /// objects as they change; read [`Planner::ruleset`] and
 /// [`Planner::take_touched`] to sync (see
@@ -142,7 +190,7 @@ pub struct Planner {
     fragments: HashMap<String, Fragment>,
     chain_owners: HashMap<String, BTreeMap<String, Chain>>,
     set_owners: HashMap<String, BTreeMap<String, Set>>,
-    element_owners: HashMap<(String, String), BTreeMap<String, String>>,
+    element_owners: HashMap<(String, String), ElementOwners>,
     rs: Ruleset,
     touched: Touched,
 }
@@ -426,7 +474,9 @@ impl Planner {
                 (None, None) => {}
             }
         }
-        // Elements.
+        // Elements. The owner record holds names only: each owner's value
+        // is in its fragment (the one being installed is `new`).
+        let me: Arc<str> = Arc::from(owner);
         let keys: BTreeSet<&(String, String)> =
             old.elements.keys().chain(new.elements.keys()).collect();
         for key in keys {
@@ -434,21 +484,42 @@ impl Planner {
             if was == is {
                 continue;
             }
-            let owners = self.element_owners.entry(key.clone()).or_default();
-            match is {
-                Some(value) => owners.insert(owner.to_string(), value.clone()),
-                None => owners.remove(owner),
+            let first = match self.element_owners.get_mut(key) {
+                None => {
+                    if is.is_some() {
+                        self.element_owners
+                            .insert(key.clone(), ElementOwners::One(me.clone()));
+                    }
+                    is.map(|_| me.clone())
+                }
+                Some(owners) => {
+                    if is.is_some() {
+                        owners.add(&me);
+                    } else {
+                        owners.remove(owner);
+                    }
+                    let first = owners.first();
+                    if first.is_none() {
+                        self.element_owners.remove(key);
+                    }
+                    first
+                }
             };
-            let effective = owners.values().next().cloned();
-            if owners.is_empty() {
-                self.element_owners.remove(key);
-            }
+            let effective = first.and_then(|first| {
+                if *first == *owner {
+                    is
+                } else {
+                    self.fragments
+                        .get(&*first)
+                        .and_then(|f| f.elements.get(key))
+                }
+            });
             let Some(set) = self.rs.sets.get_mut(&key.0) else {
                 continue;
             };
-            if set.elements.get(&key.1) != effective.as_ref() {
+            if set.elements.get(&key.1) != effective {
                 match effective {
-                    Some(value) => set.elements.insert(key.1.clone(), value),
+                    Some(value) => set.elements.insert(key.1.clone(), value.clone()),
                     None => set.elements.remove(&key.1),
                 };
                 self.touched.elements.insert(key.clone());

@@ -787,3 +787,56 @@ fn the_drift_check_lists_nothing_while_the_generation_stands_still() {
         .unwrap();
     assert!(proxier.check().unwrap());
 }
+
+#[test]
+fn an_element_two_services_plan_stays_until_both_are_gone() {
+    // Both services send to 10.0.1.2, a pod of this node: one hairpin
+    // pair, planned by each of them.
+    let other = service(
+        "other",
+        json!({"clusterIP": "10.3.241.153", "ports": [{"name": "http", "port": 80}]}),
+    );
+    let other_slice = slice(
+        "other",
+        "http",
+        "TCP",
+        8080,
+        &[("10.0.1.2", "node-1", true)],
+    );
+    let mut planner = Planner::new(node());
+    planner.apply_service(&service_test(json!({})));
+    planner.apply_slice(&two_pods());
+    planner.apply_service(&other);
+    planner.apply_slice(&other_slice);
+    let hairpin = |p: &Planner| -> Vec<String> {
+        p.ruleset().sets["hairpin"]
+            .elements
+            .keys()
+            .cloned()
+            .collect()
+    };
+    assert_eq!(hairpin(&planner), ["10.0.1.2 . 10.0.1.2"]);
+    planner.take_touched();
+
+    planner.delete_service("default", "service-test");
+    assert_eq!(hairpin(&planner), ["10.0.1.2 . 10.0.1.2"]);
+    let touched = planner.take_touched();
+    assert!(
+        !touched.elements.iter().any(|(set, _)| set == "hairpin"),
+        "{touched:?}"
+    );
+
+    planner.delete_service("default", "other");
+    assert!(hairpin(&planner).is_empty());
+    let touched = planner.take_touched();
+    assert!(
+        touched
+            .elements
+            .contains(&("hairpin".to_string(), "10.0.1.2 . 10.0.1.2".to_string()))
+    );
+    // And back: the pair returns with its first service.
+    planner.apply_service(&other);
+    assert_eq!(hairpin(&planner), ["10.0.1.2 . 10.0.1.2"]);
+    let fresh = desired(&node(), &[other], &[two_pods(), other_slice]);
+    assert_eq!(planner.ruleset(), &fresh);
+}
