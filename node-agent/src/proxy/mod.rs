@@ -165,6 +165,11 @@ pub struct Touched {
     pub sets: BTreeSet<String>,
     /// `(set, key)` of elements added, changed or removed.
     pub elements: BTreeSet<(String, String)>,
+    /// More elements changed than are worth listing (a first plan, a
+    /// relist): `elements` is left empty and the next sync rewrites the
+    /// whole table. At 10,000 services the list alone is 120,000 pairs of
+    /// strings that a full sync would only throw away.
+    pub elements_all: bool,
     /// UDP service port ids whose endpoints or addresses changed.
     pub udp: BTreeSet<String>,
 }
@@ -206,7 +211,12 @@ impl Touched {
     pub fn merge(&mut self, other: Touched) {
         self.chains.extend(other.chains);
         self.sets.extend(other.sets);
-        self.elements.extend(other.elements);
+        self.elements_all |= other.elements_all;
+        if self.elements_all {
+            self.elements.clear();
+        } else {
+            self.elements.extend(other.elements);
+        }
         self.udp.extend(other.udp);
     }
 
@@ -215,6 +225,7 @@ impl Touched {
         self.chains.is_empty()
             && self.sets.is_empty()
             && self.elements.is_empty()
+            && !self.elements_all
             && self.udp.is_empty()
     }
 }

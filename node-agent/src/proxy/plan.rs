@@ -63,6 +63,8 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 const DEFAULT_AFFINITY_SECONDS: u32 = 10_800;
 /// The owner of the table's fixed part; sorts before every other owner.
 const FIXED: &str = "";
+/// Below this many touched elements the list is always kept.
+const TOUCHED_ELEMENTS_FLOOR: usize = 1024;
 /// The owner of the HostPort part.
 const HOSTPORTS: &str = "hostports";
 
@@ -522,7 +524,10 @@ impl Planner {
                     Some(value) => set.elements.insert(key.1.clone(), value.clone()),
                     None => set.elements.remove(&key.1),
                 };
-                self.touched.elements.insert(key.clone());
+                if !self.touched.elements_all {
+                    self.touched.elements.insert(key.clone());
+                    self.cap_touched();
+                }
             }
         }
         // UDP ports: ids are unique to their service.
@@ -540,6 +545,25 @@ impl Planner {
         }
         if new != Fragment::default() {
             self.fragments.insert(owner.to_string(), new);
+        }
+    }
+}
+
+impl Planner {
+    /// Gives up listing touched elements once they are more than half the
+    /// table: the next sync is then a full one, as cheap as a partial
+    /// one of that size, and the list would be thrown away. Checked at
+    /// powers of two, so the count of the table's elements stays off the
+    /// per-element path.
+    fn cap_touched(&mut self) {
+        let n = self.touched.elements.len();
+        if n < TOUCHED_ELEMENTS_FLOOR || !n.is_power_of_two() {
+            return;
+        }
+        let total: usize = self.rs.sets.values().map(|s| s.elements.len()).sum();
+        if n * 2 > total {
+            self.touched.elements_all = true;
+            self.touched.elements.clear();
         }
     }
 }

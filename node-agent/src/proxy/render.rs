@@ -83,6 +83,9 @@ pub fn partial(old: &Ruleset, new: &Ruleset) -> Option<String> {
 /// taken to be equal in `old` and `new`), so its cost follows the size of
 /// the change, not of the table.
 pub fn partial_touched(old: &Ruleset, new: &Ruleset, touched: &Touched) -> Option<String> {
+    if touched.elements_all {
+        return None;
+    }
     for name in &touched.chains {
         let (before, after) = (old.chains.get(name), new.chains.get(name));
         let base = |c: Option<&super::Chain>| c.and_then(|c| c.base.clone());

@@ -840,3 +840,68 @@ fn an_element_two_services_plan_stays_until_both_are_gone() {
     let fresh = desired(&node(), &[other], &[two_pods(), other_slice]);
     assert_eq!(planner.ruleset(), &fresh);
 }
+
+#[test]
+fn a_change_to_most_of_the_table_is_synced_fully_without_a_list() {
+    let fw = RecordingFirewall::default();
+    let mut proxier = Proxier::new(fw.clone());
+    let mut planner = Planner::new(node());
+    planner.apply_service(&service_test(json!({})));
+    planner.apply_slice(&two_pods());
+    assert_eq!(
+        proxier.sync_planned(&mut planner).unwrap().kind,
+        SyncKind::Full
+    );
+    // 600 services with two endpoints each: some 2,400 new elements in a
+    // table that had a dozen.
+    let many = |planner: &mut Planner| {
+        for i in 0..600 {
+            let name = format!("s{i}");
+            planner.apply_service(&service(
+                &name,
+                json!({"clusterIP": format!("10.3.{}.{}", i / 250, i % 250 + 1),
+                       "ports": [{"name": "http", "port": 80}]}),
+            ));
+            planner.apply_slice(&slice(
+                &name,
+                "http",
+                "TCP",
+                8080,
+                &[("10.0.2.7", "node-2", true), ("10.0.3.7", "node-3", true)],
+            ));
+        }
+    };
+    let mut other = Planner::new(node());
+    other.take_touched();
+    many(&mut other);
+    let touched = other.take_touched();
+    assert!(touched.elements_all);
+    assert!(touched.elements.is_empty());
+    assert!(!touched.is_empty());
+
+    many(&mut planner);
+    let report = proxier.sync_planned(&mut planner).unwrap();
+    assert_eq!(report.kind, SyncKind::Full);
+    let script = fw.record.lock().unwrap().scripts.last().unwrap().clone();
+    assert_eq!(script, render::full(planner.ruleset()));
+
+    // One endpoint more is listed again, and synced partially.
+    planner.apply_slice(&slice(
+        "s7",
+        "http",
+        "TCP",
+        8080,
+        &[
+            ("10.0.2.7", "node-2", true),
+            ("10.0.3.7", "node-3", true),
+            ("10.0.4.7", "node-4", true),
+        ],
+    ));
+    let report = proxier.sync_planned(&mut planner).unwrap();
+    assert_eq!(report.kind, SyncKind::Partial);
+    let script = fw.record.lock().unwrap().scripts.last().unwrap().clone();
+    assert!(
+        script.contains("10.3.0.8 . 80 . 2 : 10.0.4.7 . 8080"),
+        "{script}"
+    );
+}
