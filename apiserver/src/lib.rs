@@ -6,6 +6,7 @@
 //! subresource) and dispatched by verb to the generic object path in
 //! `objects`, to `watch`, or to a subresource.
 
+pub mod auth;
 pub mod discovery;
 pub mod meta;
 pub mod namespaces;
@@ -194,7 +195,7 @@ fn discovery_root(path: &str, headers: &http::HeaderMap) -> Response {
 
 /// Splits `/api/v1/...` and `/apis/<group>/<version>/...` into group,
 /// version and the rest.
-fn split_path(path: &str) -> Option<(&str, Option<&str>, Vec<&str>)> {
+pub(crate) fn split_path(path: &str) -> Option<(&str, Option<&str>, Vec<&str>)> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segments.as_slice() {
         ["api", rest @ ..] => match rest {
