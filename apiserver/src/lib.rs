@@ -77,6 +77,10 @@ pub struct AppState {
     pub namespaces: Arc<namespaces::NamespaceCache>,
     /// ClusterIPs and NodePorts, taken by service admission.
     pub services: Arc<services::ServiceAllocator>,
+    /// How `pods/log` reaches node agents: TLS trusting the cluster CA
+    /// with the API server's client certificate; plain HTTP when `None`
+    /// (in-process tests).
+    pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl AppState {
@@ -97,6 +101,7 @@ impl AppState {
             config: Arc::new(config),
             shutdown: rx,
             namespaces: Arc::default(),
+            kubelet_tls: None,
         };
         Ok((state, tx))
     }

@@ -204,7 +204,7 @@ pub async fn serve_with(
     };
     std::fs::create_dir_all(data_dir).map_err(dir_error)?;
     let store = SqliteStore::open(&data_dir.join("knit.db"), config.history.clone()).await?;
-    let (state, stop) = AppState::new(Arc::new(store), config.api.clone())?;
+    let (mut state, stop) = AppState::new(Arc::new(store), config.api.clone())?;
     services::rebuild_from_store(&state).await?;
     namespaces::bootstrap(&state).await?;
     namespaces::spawn_tasks(&state);
@@ -251,6 +251,16 @@ pub async fn serve_with(
         "nodes join with: knit agent --server {url} --token {join} (also in {})",
         join_token_path(data_dir).display()
     );
+    // kubeadm's apiserver-kubelet-client: what the agents' endpoints accept.
+    let kubelet_client = pki.client_pair(
+        "kubelet-client",
+        "kube-apiserver-kubelet-client",
+        &[authz::MASTERS],
+    )?;
+    state.kubelet_tls = Some(Arc::new(crate::auth::tls::client_config(
+        pki.ca_pem(),
+        Some((&kubelet_client.cert_pem, &kubelet_client.key_pem)),
+    )?));
     let guard = Arc::new(Guard {
         state: state.clone(),
         tokens,

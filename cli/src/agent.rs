@@ -105,6 +105,23 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("using {}", kubeconfig_path.display()))?;
     let client = kube::Client::try_from(kube_config).context("building the API client")?;
+    // A joined node serves its log endpoint with the certificate it got,
+    // to clients the cluster CA vouches for.
+    let (cert_path, key_path) = crate::join::serving_paths(&config.state_dir);
+    let ca_path = crate::join::ca_path(&config.state_dir);
+    if args.server.is_some() && cert_path.is_file() && key_path.is_file() && ca_path.is_file() {
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+        };
+        let tls = knit_apiserver::auth::tls::server_config(
+            &read(&ca_path)?,
+            &read(&cert_path)?,
+            &read(&key_path)?,
+            true,
+        )
+        .context("the node's serving certificate")?;
+        config.tls = Some(tls);
+    }
     config.port = args.port;
     config.sandbox_prefix = args.sandbox_prefix;
     config.uplink = args.uplink;

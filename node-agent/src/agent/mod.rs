@@ -20,6 +20,7 @@ pub mod logs;
 pub mod node;
 pub mod podfiles;
 pub mod status;
+pub mod tls;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -77,6 +78,9 @@ pub struct AgentConfig {
     pub host_hosts: PathBuf,
     /// How often the Lease is renewed.
     pub lease_renew: Duration,
+    /// TLS for the log endpoint (the node's serving certificate, clients
+    /// verified against the cluster CA); plain HTTP without.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl AgentConfig {
@@ -94,6 +98,7 @@ impl AgentConfig {
             host_resolv_conf: "/etc/resolv.conf".into(),
             host_hosts: "/etc/hosts".into(),
             lease_renew: Duration::from_secs(4),
+            tls: None,
         }
     }
 }
@@ -192,12 +197,29 @@ pub async fn run<C: Containers>(
     std_listener.set_nonblocking(true).map_err(io("listener"))?;
     let listener = tokio::net::TcpListener::from_std(std_listener).map_err(io("listener"))?;
     let app = logs::router(containers.clone());
-    tasks.spawn(async move {
-        if let Err(err) = axum::serve(listener, app).await {
-            tracing::error!(error = %err, "log endpoint stopped");
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    match config.tls.clone() {
+        Some(tls) => {
+            let listener = tls::TlsListener::new(listener, tls).map_err(io("listener"))?;
+            tasks.spawn(async move {
+                if let Err(err) = axum::serve(listener, app).await {
+                    tracing::error!(error = %err, "log endpoint stopped");
+                }
+            });
         }
-    });
-    tracing::info!(node = %name, %addr, "serving /containerLogs and /healthz");
+        None => {
+            tasks.spawn(async move {
+                if let Err(err) = axum::serve(listener, app).await {
+                    tracing::error!(error = %err, "log endpoint stopped");
+                }
+            });
+        }
+    }
+    tracing::info!(node = %name, %addr, scheme, "serving /containerLogs and /healthz");
 
     // Registration, Lease and node status.
     let node = retry("registering the node", || node::register(&client, &name)).await;
