@@ -487,11 +487,12 @@ pub async fn rebuild_from_store(state: &AppState) -> Result<()> {
 }
 
 /// Creates the `kubernetes` Service in `default` at the service CIDR's
-/// first address, its port 443 leading to the API's own port.
+/// first address, its port 443 leading to the API's own port, and the
+/// cluster DNS Service `kube-system/kube-dns` at its tenth.
 pub async fn ensure_kubernetes_service(state: &AppState, api_port: u16) -> Result<()> {
-    let first = ClusterIpAllocator::new(state.services.service_cidr())
-        .expect("the CIDR was accepted before")
-        .first_address();
+    let allocator = ClusterIpAllocator::new(state.services.service_cidr())
+        .expect("the CIDR was accepted before");
+    let first = allocator.first_address();
     let body = json!({
         "apiVersion": "v1",
         "kind": "Service",
@@ -505,12 +506,53 @@ pub async fn ensure_kubernetes_service(state: &AppState, api_port: u16) -> Resul
             "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": api_port}],
         },
     });
+    ensure_service(state, "default", "kubernetes", body).await?;
+    match allocator.nth_address(10) {
+        Ok(dns) => ensure_kube_dns(state, dns).await,
+        Err(err) => {
+            tracing::warn!(error = %err, "no kube-dns Service: the service CIDR has no tenth address");
+            Ok(())
+        }
+    }
+}
+
+/// Creates `kube-system/kube-dns` at `ip`: the address every node agent
+/// answers DNS on for its own pods. It selects no pods (no endpoints: the
+/// agents serve it), and carries the labels and port names clients look
+/// for on a cluster's DNS Service.
+async fn ensure_kube_dns(state: &AppState, ip: ClusterIp) -> Result<()> {
+    let body = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "kube-dns",
+            "namespace": "kube-system",
+            "labels": {
+                "k8s-app": "kube-dns",
+                "kubernetes.io/cluster-service": "true",
+                "kubernetes.io/name": "KubeDNS",
+            },
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": ip.0.to_string(),
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+            ],
+        },
+    });
+    ensure_service(state, "kube-system", "kube-dns", body).await
+}
+
+/// Creates the Service `namespace/name` from `body` unless it exists.
+async fn ensure_service(state: &AppState, namespace: &str, name: &str, body: Value) -> Result<()> {
     let body = serde_json::to_vec(&body).expect("static JSON");
-    let target = services_target(Some("default"));
+    let target = services_target(Some(namespace));
     // Admission would refuse the address the existing Service holds before
     // the store could say it exists, as kube-apiserver's would.
     let existing = Target {
-        name: Some("kubernetes".into()),
+        name: Some(name.into()),
         ..target.clone()
     };
     match objects::get(state, &existing).await {

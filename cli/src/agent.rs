@@ -59,6 +59,9 @@ pub struct AgentArgs {
     /// The cluster's DNS zone.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// The whole pod network (pod traffic leaving it is masqueraded).
+    #[arg(long, default_value = "10.0.0.0/14", value_name = "CIDR")]
+    cluster_cidr: String,
 }
 
 /// Moves the calling thread — the main thread, before any other exists,
@@ -125,6 +128,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     config.port = args.port;
     config.sandbox_prefix = args.sandbox_prefix;
     config.uplink = args.uplink;
+    config.cluster_cidr = args
+        .cluster_cidr
+        .parse()
+        .with_context(|| format!("--cluster-cidr {}", args.cluster_cidr))?;
     config.dns = ClusterDns {
         nameserver: args.cluster_dns,
         domain: args.cluster_domain,

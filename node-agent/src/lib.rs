@@ -41,6 +41,7 @@
 
 pub mod agent;
 pub mod containers;
+pub mod dns;
 pub mod error;
 pub mod netlink;
 pub mod netns;

@@ -2,7 +2,8 @@
 //! with `cbr0`, an uplink to an "outside" namespace, two server pods and a
 //! client pod; the `ip knit` table applied by the [`Proxier`] inside the
 //! node namespace; connections from the client pod (and the outside) to a
-//! ClusterIP and a NodePort.
+//! ClusterIP and a NodePort; the incremental planner's partial syncs; the
+//! node's own cluster DNS address left untracked.
 //!
 //! Every test makes its own namespaces with unique short names and a
 //! guard removes them (and with them their nftables tables) even when the
@@ -27,7 +28,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use knit_node_agent::netlink::Netlink;
 use knit_node_agent::netns::{self, LinuxNetns, Netns};
-use knit_node_agent::proxy::{self, LinuxFirewall, NodeInfo, Proxier, SyncKind};
+use knit_node_agent::proxy::{self, LinuxFirewall, NodeInfo, Planner, Proxier, SyncKind};
 use knit_node_agent::sandbox;
 use serde_json::json;
 
@@ -282,6 +283,7 @@ fn node_info() -> NodeInfo {
         ips: vec![NODE_IP],
         pod_cidr: "10.0.1.0/24".parse().unwrap(),
         cluster_cidr: "10.0.0.0/14".parse().unwrap(),
+        local_dns: None,
     }
 }
 
@@ -595,5 +597,121 @@ fn udp_flows_follow_an_endpoint_change() -> Result<()> {
         &[slice("dns", "UDP", 5353, &[POD_A])],
     ))?;
     assert_eq!(ask(&sock)?, "a");
+    Ok(())
+}
+
+#[test]
+fn planner_syncs_touch_only_what_changed_and_leave_a_table_the_drift_check_accepts() -> Result<()> {
+    if !have_root() {
+        return Ok(());
+    }
+    let (lab, _servers) = serving_lab()?;
+    let mut proxier = Proxier::new(LinuxFirewall::in_netns(run_file(&lab.node)));
+    let mut planner = Planner::new(node_info());
+    planner.apply_service(&service_test(json!({})));
+    planner.apply_slice(&slice("service-test", "TCP", 8080, &[POD_A, POD_B]));
+    assert_eq!(proxier.sync_planned(&mut planner)?.kind, SyncKind::Full);
+    let replies = answers(&lab.client, svc_addr(), 40)?;
+    assert!(
+        count(&replies, "a") > 0 && count(&replies, "b") > 0,
+        "{replies:?}"
+    );
+
+    // A, then nothing, then B, then both again: each a partial sync of a
+    // few elements, each followed by the traffic it promises.
+    for (eps, expect) in [
+        (&[POD_A][..], Some("a")),
+        (&[], None),
+        (&[POD_B], Some("b")),
+    ] {
+        planner.apply_slice(&slice("service-test", "TCP", 8080, eps));
+        let report = proxier.sync_planned(&mut planner)?;
+        assert_eq!(report.kind, SyncKind::Partial);
+        match expect {
+            Some(name) => {
+                let replies = answers(&lab.client, svc_addr(), 10)?;
+                assert_eq!(count(&replies, name), 10, "{replies:?}");
+            }
+            None => {
+                let refused = connect_many(&lab.client, svc_addr(), 2)?;
+                assert_eq!(refused, vec![Err(ErrorKind::ConnectionRefused); 2]);
+            }
+        }
+    }
+    planner.apply_slice(&slice("service-test", "TCP", 8080, &[POD_A, POD_B]));
+    assert_eq!(proxier.sync_planned(&mut planner)?.kind, SyncKind::Partial);
+    // The kernel's table has exactly the planned shape (the check lists
+    // it: force that by committing something unrelated first).
+    cmd(
+        "ip",
+        &[
+            "netns", "exec", &lab.node, "nft", "add", "table", "ip", "other",
+        ],
+    )?;
+    assert!(!proxier.check()?, "partial syncs left a drifted table");
+    let replies = answers(&lab.client, svc_addr(), 40)?;
+    assert!(
+        count(&replies, "a") > 0 && count(&replies, "b") > 0,
+        "{replies:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_local_cluster_dns_address_is_not_tracked() -> Result<()> {
+    if !have_root() {
+        return Ok(());
+    }
+    let lab = lab()?;
+    let dns = Ipv4Addr::new(10, 3, 240, 10);
+    let other = Ipv4Addr::new(10, 3, 240, 11);
+    for addr in [dns, other] {
+        cmd(
+            "ip",
+            &[
+                "-n",
+                &lab.node,
+                "addr",
+                "add",
+                &format!("{addr}/32"),
+                "dev",
+                "lo",
+            ],
+        )?;
+    }
+    // The node answers both itself, as the agent's DNS server does.
+    let _dns = udp_server(&lab.node, dns, 53, "dns")?;
+    let _other = udp_server(&lab.node, other, 53, "other")?;
+    let mut node = node_info();
+    node.local_dns = Some(dns);
+    let kube_dns: Service = serde_json::from_value(json!({
+        "metadata": {"name": "kube-dns", "namespace": "kube-system"},
+        "spec": {"clusterIP": dns.to_string(), "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]},
+    }))?;
+    // kube-dns has no endpoints: were it planned, it would be refused.
+    let mut proxier = Proxier::new(LinuxFirewall::in_netns(run_file(&lab.node)));
+    proxier.sync(proxy::desired(&node, &[kube_dns], &[]))?;
+
+    let ask = |to: Ipv4Addr| -> Result<String> {
+        let sock = netns::run_in(&run_file(&lab.client), || UdpSocket::bind((CLIENT, 0)))??;
+        sock.set_read_timeout(Some(Duration::from_millis(300)))?;
+        let mut buf = [0u8; 16];
+        for _ in 0..5 {
+            sock.send_to(b"q", (to, 53))?;
+            if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                return Ok(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        bail!("no UDP answer from {to}")
+    };
+    assert_eq!(ask(dns)?, "dns");
+    assert_eq!(ask(other)?, "other");
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.node, "conntrack", "-L", "-p", "udp"])
+        .output()?;
+    let flows = String::from_utf8_lossy(&out.stdout);
+    // The control: the other address is tracked as usual.
+    assert!(flows.contains(&format!("dst={other}")), "{flows}");
+    assert!(!flows.contains(&format!("dst={dns}")), "{flows}");
     Ok(())
 }

@@ -1,18 +1,20 @@
 //! A measurement, not a timed test (`#[ignore]`, run by hand as root):
-//! a full sync of N services × 10 endpoints into a fresh namespace, then a
-//! partial sync of a one-endpoint change with all of them in place, and a
-//! drift check. `KNIT_PROXY_SERVICES` sets N (10,000 by default).
+//! a full sync of N services × 10 endpoints into a fresh namespace, then,
+//! with all of them in place, a one-endpoint change, a service added and
+//! removed, and a drift check, each planned incrementally and applied as
+//! one `nft` transaction. `KNIT_PROXY_SERVICES` sets N (10,000 by
+//! default).
 //!
 //! `cargo test -p knit-node-agent --release --test proxy_scale -- --ignored --nocapture`
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use knit_node_agent::netns::{self, LinuxNetns, Netns};
-use knit_node_agent::proxy::{self, LinuxFirewall, NodeInfo, Proxier, SyncKind};
+use knit_node_agent::proxy::{Firewall, LinuxFirewall, NodeInfo, Planner, Proxier, SyncKind};
 use serde_json::json;
 
 struct Gone(String);
@@ -22,35 +24,35 @@ impl Drop for Gone {
     }
 }
 
-fn world(n: usize, skip: Option<usize>) -> (Vec<Service>, Vec<EndpointSlice>) {
-    let mut services = Vec::with_capacity(n);
-    let mut slices = Vec::with_capacity(n);
-    for i in 0..n {
-        // Any ClusterIP does for the dataplane; 10.4.0.0/14 holds 262,144.
-        let ip = format!("10.{}.{}.{}", 4 + i / 65_536, i / 256 % 256, i % 256);
-        services.push(
-            serde_json::from_value(json!({
-                "metadata": {"name": format!("s{i}"), "namespace": "default"},
-                "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80}]},
-            }))
-            .unwrap(),
-        );
-        let eps: Vec<_> = (0..10)
-            .filter(|e| skip != Some(i) || *e != 0)
-            .map(|e| json!({"addresses": [format!("10.1.{}.{}", i / 25 % 256, (i % 25) * 10 + e)], "nodeName": "n"}))
-            .collect();
-        slices.push(
-            serde_json::from_value(json!({
-                "metadata": {"name": format!("s{i}-x"), "namespace": "default",
-                             "labels": {"kubernetes.io/service-name": format!("s{i}")}},
-                "addressType": "IPv4",
-                "endpoints": eps,
-                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-            }))
-            .unwrap(),
-        );
-    }
-    (services, slices)
+fn service(i: usize) -> Service {
+    // Any ClusterIP does for the dataplane; 10.4.0.0/14 holds 262,144.
+    let ip = format!("10.{}.{}.{}", 4 + i / 65_536, i / 256 % 256, i % 256);
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("s{i}"), "namespace": "default"},
+        "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80}]},
+    }))
+    .unwrap()
+}
+
+/// Service `i`'s slice, without endpoint `skip` if given.
+fn slice(i: usize, skip: Option<usize>) -> EndpointSlice {
+    let eps: Vec<_> = (0..10)
+        .filter(|e| skip != Some(*e))
+        .map(|e| json!({"addresses": [format!("10.1.{}.{}", i / 25 % 256, (i % 25) * 10 + e)], "nodeName": "n"}))
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("s{i}-x"), "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": format!("s{i}")}},
+        "addressType": "IPv4",
+        "endpoints": eps,
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    }))
+    .unwrap()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
 }
 
 #[test]
@@ -72,32 +74,82 @@ fn full_and_partial_sync_at_scale() -> Result<()> {
         ips: vec![],
         pod_cidr: "10.0.1.0/24".parse()?,
         cluster_cidr: "10.0.0.0/14".parse()?,
+        local_dns: None,
     };
     let mut proxier = Proxier::new(LinuxFirewall::in_netns(
         Path::new(netns::RUN_DIR).join(&name),
     ));
 
-    let (services, slices) = world(n, None);
     let t = Instant::now();
-    let rs = proxy::desired(&node, &services, &slices);
+    let mut planner = Planner::new(node);
+    // Slices first, as the agent's first sync has them: each service is
+    // then planned once, with its endpoints.
+    // Service 0 has nine endpoints: at scale every count is in use, so
+    // a service going from ten to nine reuses the pick chain.
+    for i in 0..n {
+        planner.apply_slice(&slice(i, (i == 0).then_some(9)));
+    }
+    for i in 0..n {
+        planner.apply_service(&service(i));
+    }
     let plan = t.elapsed();
-    let report = proxier.sync(rs)?;
+    let report = proxier.sync_planned(&mut planner)?;
     assert_eq!(report.kind, SyncKind::Full);
     println!(
         "{n} services x 10 endpoints: plan {plan:?}, full sync {:?} ({} bytes of nft)",
         report.elapsed, report.script_bytes
     );
 
-    let (services, slices) = world(n, Some(n / 2));
-    let t = Instant::now();
-    let rs = proxy::desired(&node, &services, &slices);
-    let plan = t.elapsed();
-    let report = proxier.sync(rs)?;
-    assert_eq!(report.kind, SyncKind::Partial);
+    // One endpoint of one service leaves and comes back, a few times.
+    let mut syncs = Vec::new();
+    let mut plans = Vec::new();
+    for round in 0..10 {
+        let i = n / 2 + round;
+        for skip in [Some(round % 10), None] {
+            let t = Instant::now();
+            planner.apply_slice(&slice(i, skip));
+            plans.push(t.elapsed());
+            let report = proxier.sync_planned(&mut planner)?;
+            assert_eq!(report.kind, SyncKind::Partial);
+            syncs.push(report.elapsed);
+            if round == 0 {
+                println!(
+                    "one endpoint {}: {} bytes of nft, {:?}",
+                    if skip.is_some() { "removed" } else { "back" },
+                    report.script_bytes,
+                    report.elapsed
+                );
+            }
+        }
+    }
+    // What any `nft` run costs here, for scale: an empty transaction.
+    let mut bare = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        proxier.firewall().apply("")?;
+        bare.push(t.elapsed());
+    }
+    println!("an empty nft transaction: median {:?}", median(bare));
     println!(
-        "one endpoint removed: plan {plan:?}, partial sync {:?} ({} bytes)",
-        report.elapsed, report.script_bytes
+        "one-endpoint change with {n} in place: plan median {:?}, partial sync median {:?}, max {:?} ({} syncs)",
+        median(plans),
+        median(syncs.clone()),
+        syncs.iter().max().unwrap(),
+        syncs.len()
     );
+
+    // A service added beside them, then removed.
+    let t = Instant::now();
+    planner.apply_service(&service(n));
+    planner.apply_slice(&slice(n, None));
+    let report = proxier.sync_planned(&mut planner)?;
+    assert_eq!(report.kind, SyncKind::Partial);
+    println!("one service added: {:?} (plan included)", t.elapsed());
+    let t = Instant::now();
+    planner.delete_service("default", &format!("s{n}"));
+    planner.delete_slice("default", &format!("s{n}-x"));
+    proxier.sync_planned(&mut planner)?;
+    println!("one service removed: {:?} (plan included)", t.elapsed());
 
     let t = Instant::now();
     assert!(!proxier.check()?);

@@ -1,4 +1,5 @@
-//! The agent's HTTP endpoint, as the kubelet's: `/healthz` and
+//! The agent's HTTP endpoint, as the kubelet's: `/healthz`, `/metrics`
+//! (Prometheus, e.g. the service proxy's sync metrics) and
 //! `GET /containerLogs/{namespace}/{pod}/{container}` with the `pods/log`
 //! options (`follow`, `tailLines`, `timestamps`, `previous`,
 //! `sinceSeconds`, `sinceTime`, `limitBytes`), which the API server's
@@ -21,6 +22,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use k8s_openapi::jiff::Timestamp;
+use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
@@ -154,8 +156,9 @@ fn format_time(t: Timestamp) -> String {
     format!("{t:.9}")
 }
 
-/// The router: `/healthz` and `/containerLogs/...`.
-pub fn router<C: Containers>(containers: Arc<C>) -> Router {
+/// The router: `/healthz`, `/containerLogs/...` and `/metrics` (the
+/// agent's Prometheus metrics, from `metrics`).
+pub fn router<C: Containers>(containers: Arc<C>, metrics: Arc<Registry>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -163,6 +166,29 @@ pub fn router<C: Containers>(containers: Arc<C>) -> Router {
             get(container_logs::<C>),
         )
         .with_state(containers)
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move { serve_metrics(&metrics) }
+            }),
+        )
+}
+
+/// The registry in the OpenMetrics text format.
+fn serve_metrics(metrics: &Registry) -> Response {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, metrics).is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn container_logs<C: Containers>(

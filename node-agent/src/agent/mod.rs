@@ -2,8 +2,9 @@
 //!
 //! [`run`] registers the Node and keeps its Lease and status current,
 //! waits for the node's `spec.podCIDR`, builds the node network (`cbr0`),
-//! follows the other nodes for host-gw routes ([`crate::routes`]), serves
-//! container logs ([`logs`]), and keeps the host in step with the pods
+//! follows the other nodes for host-gw routes ([`crate::routes`]), runs
+//! the service dataplane ([`services`]), serves container logs and
+//! metrics ([`logs`]), and keeps the host in step with the pods
 //! bound to the node: one worker per pod uid makes its sandbox, gives it
 //! an IP ([`ips`]), hands it to the runtime ([`Containers`]) with its
 //! `/etc/resolv.conf` and `/etc/hosts` ([`podfiles`]), and tears it all
@@ -19,6 +20,7 @@ pub mod ips;
 pub mod logs;
 pub mod node;
 pub mod podfiles;
+pub mod services;
 pub mod status;
 pub mod tls;
 
@@ -81,6 +83,9 @@ pub struct AgentConfig {
     /// TLS for the log endpoint (the node's serving certificate, clients
     /// verified against the cluster CA); plain HTTP without.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// The whole pod network (every node's podCIDR is inside it): pod
+    /// traffic leaving it is masqueraded by the service dataplane.
+    pub cluster_cidr: Ipv4Net,
 }
 
 impl AgentConfig {
@@ -99,6 +104,7 @@ impl AgentConfig {
             host_hosts: "/etc/hosts".into(),
             lease_renew: Duration::from_secs(4),
             tls: None,
+            cluster_cidr: Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 14).expect("a /14"),
         }
     }
 }
@@ -165,7 +171,17 @@ struct Shared<C> {
     ready: Mutex<HashMap<String, IpAddr>>,
     /// Wakes the status writer.
     status_kick: Notify,
+    /// Sandbox setups in progress at once: see [`SANDBOX_SETUPS_AT_ONCE`].
+    sandbox_setups: tokio::sync::Semaphore,
 }
+
+/// How many pod sandboxes are set up at the same time. A sandbox is a
+/// dozen netlink round trips, each taking the kernel's rtnl lock; a few at
+/// once overlap one's waits with another's work, but a hundred at once (a
+/// burst of new pods) queue on that lock and on the node's one netlink
+/// thread, and each then takes several times its lone cost. Measured with
+/// `knit-pod-bench`: see e2e/README.md.
+const SANDBOX_SETUPS_AT_ONCE: usize = 4;
 
 /// Runs the agent until it fails for good; dropping the future stops every
 /// task it started (and leaves the host as it is: pods keep running).
@@ -196,7 +212,9 @@ pub async fn run<C: Containers>(
     .map_err(io(format!("listening on {addr}")))?;
     std_listener.set_nonblocking(true).map_err(io("listener"))?;
     let listener = tokio::net::TcpListener::from_std(std_listener).map_err(io("listener"))?;
-    let app = logs::router(containers.clone());
+    let mut registry = prometheus_client::registry::Registry::default();
+    let proxy_metrics = services::ProxyMetrics::register(&mut registry);
+    let app = logs::router(containers.clone(), Arc::new(registry));
     let scheme = if config.tls.is_some() {
         "https"
     } else {
@@ -220,6 +238,12 @@ pub async fn run<C: Containers>(
         }
     }
     tracing::info!(node = %name, %addr, scheme, "serving /containerLogs and /healthz");
+    // Cluster DNS for the node's pods, on the kube-dns address.
+    tasks.spawn(crate::dns::run(
+        client.clone(),
+        config.clone(),
+        node_nl.clone(),
+    ));
 
     // Registration, Lease and node status.
     let node = retry("registering the node", || node::register(&client, &name)).await;
@@ -254,6 +278,13 @@ pub async fn run<C: Containers>(
         node_nl.clone(),
         Duration::from_secs(30),
     ));
+    // The service dataplane (ip knit), kube-proxy's job.
+    tasks.spawn(services::run(
+        client.clone(),
+        config.clone(),
+        cidr,
+        proxy_metrics,
+    ));
 
     let ips = IpBook::load(&config.state_dir.join("pod-ips"))
         .map_err(io(format!("state dir {}", config.state_dir.display())))?;
@@ -272,6 +303,7 @@ pub async fn run<C: Containers>(
         gone: Mutex::new(HashMap::new()),
         ready: Mutex::new(HashMap::new()),
         status_kick: Notify::new(),
+        sandbox_setups: tokio::sync::Semaphore::new(SANDBOX_SETUPS_AT_ONCE),
     });
     recover_ips(&shared).await;
     tasks.spawn(write_statuses(shared.clone()));
@@ -639,6 +671,7 @@ async fn setup<C: Containers>(shared: &Arc<Shared<C>>, pod: &Pod) -> Result<()> 
         let plan = sandbox::pod_sandbox(&shared.config.sandbox_prefix, &uid, ip, cidr, mtu)?;
         let path = shared.netns.path(&plan.names.netns)?;
         let s = shared.clone();
+        let _turn = shared.sandbox_setups.acquire().await;
         let changes = tokio::task::spawn_blocking(move || {
             sandbox::apply_sandbox(&s.netns, &*s.node_nl, &plan)
         })
@@ -797,9 +830,9 @@ enum Written {
     Wrote(serde_json::Value),
 }
 
-/// Posts the pod's queued runtime events, then writes its status unless
-/// the API shows it already or `last` (the last status written, without
-/// times) is it.
+/// Writes the pod's status unless the API shows it already or `last` (the
+/// last status written, without times) is it, then posts the pod's queued
+/// runtime events.
 async fn write_status<C: Containers>(
     shared: &Shared<C>,
     pod: &Pod,
@@ -807,15 +840,29 @@ async fn write_status<C: Containers>(
     now: Time,
 ) -> (String, Written) {
     let uid = uid_of(pod);
+    let written = write_pod_status(shared, pod, &uid, last, now).await;
+    // After the status, which is what pods and endpoints wait for; the
+    // events only tell what happened.
     post_events(shared, pod, shared.containers.take_events(&uid)).await;
-    let pod_ip = shared.ready.lock().expect("ready").get(&uid).copied();
+    (uid, written)
+}
+
+/// [`write_status`]'s first half: the status patch, if one is needed.
+async fn write_pod_status<C: Containers>(
+    shared: &Shared<C>,
+    pod: &Pod,
+    uid: &str,
+    last: Option<serde_json::Value>,
+    now: Time,
+) -> Written {
+    let pod_ip = shared.ready.lock().expect("ready").get(uid).copied();
     let has_ip = pod.status.as_ref().is_some_and(|s| s.pod_ip.is_some());
     if pod_ip.is_none() && has_ip {
         // A restarted agent re-checking the sandbox: the status
         // written before still holds; no flapping meanwhile.
-        return (uid, Written::Same);
+        return Written::Same;
     }
-    let runtime = shared.containers.status(&uid);
+    let runtime = shared.containers.status(uid);
     let facts = status::Facts {
         runtime: runtime.as_ref(),
         pod_ip,
@@ -824,11 +871,11 @@ async fn write_status<C: Containers>(
     };
     let new = status::pod_status(pod, &facts);
     if !status::differs(pod, &new) {
-        return (uid, Written::Forget);
+        return Written::Forget;
     }
     let value = serde_json::to_value(&new).unwrap_or_default();
     if last == Some(without_times(&value)) {
-        return (uid, Written::Same);
+        return Written::Same;
     }
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let name = pod.metadata.name.as_deref().unwrap_or_default();
@@ -838,14 +885,14 @@ async fn write_status<C: Containers>(
         .patch_status(name, &PatchParams::default(), &patch)
         .await
     {
-        Ok(_) => return (uid, Written::Wrote(without_times(&value))),
+        Ok(_) => return Written::Wrote(without_times(&value)),
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
         Err(err) => {
             tracing::warn!(pod = %name, error = %err, "writing pod status");
             shared.status_kick.notify_one();
         }
     }
-    (uid, Written::Same)
+    Written::Same
 }
 
 /// Posts what the runtime reported about `pod` as Events of the pod, as

@@ -29,6 +29,11 @@ impl Default for ClusterDns {
 /// The kubelet's limits on what a resolv.conf may hold.
 const MAX_NAMESERVERS: usize = 3;
 const MAX_SEARCHES: usize = 32;
+/// The kubelet's limit on the search line's length (the search domains
+/// joined by spaces), as glibc 2.26 and later take.
+const MAX_SEARCH_CHARS: usize = 2048;
+/// The longest hostname, a DNS label; the kubelet cuts a longer pod name.
+const MAX_HOSTNAME: usize = 63;
 
 /// The pod's `/etc/resolv.conf`, given the host's.
 pub fn resolv_conf(pod: &Pod, dns: &ClusterDns, host: &str) -> String {
@@ -38,14 +43,22 @@ pub fn resolv_conf(pod: &Pod, dns: &ClusterDns, host: &str) -> String {
         .and_then(|s| s.dns_policy.as_deref())
         .unwrap_or("ClusterFirst");
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    // The cluster's search domains come first, then the host's, as the
+    // kubelet writes them; the host's nameservers and options do not.
     let cluster = || {
+        let mut searches = vec![
+            format!("{namespace}.svc.{}", dns.domain),
+            format!("svc.{}", dns.domain),
+            dns.domain.clone(),
+        ];
+        for search in parse_resolv(host).1 {
+            if !searches.contains(&search) {
+                searches.push(search);
+            }
+        }
         (
             vec![dns.nameserver.to_string()],
-            vec![
-                format!("{namespace}.svc.{}", dns.domain),
-                format!("svc.{}", dns.domain),
-                dns.domain.clone(),
-            ],
+            searches,
             vec![("ndots".to_string(), Some("5".to_string()))],
         )
     };
@@ -77,6 +90,16 @@ pub fn resolv_conf(pod: &Pod, dns: &ClusterDns, host: &str) -> String {
     }
     servers.truncate(MAX_NAMESERVERS);
     searches.truncate(MAX_SEARCHES);
+    // Whole domains only: the first that would pass the limit ends it.
+    let mut chars = 0;
+    let fits = searches
+        .iter()
+        .take_while(|s| {
+            chars += s.len() + usize::from(chars > 0);
+            chars <= MAX_SEARCH_CHARS
+        })
+        .count();
+    searches.truncate(fits);
     let mut out = String::new();
     for server in &servers {
         out.push_str(&format!("nameserver {server}\n"));
@@ -151,6 +174,9 @@ pub fn hosts(pod: &Pod, pod_ip: IpAddr, dns: &ClusterDns, host: &str) -> String 
             .and_then(|s| s.hostname.as_deref())
             .filter(|h| !h.is_empty())
             .unwrap_or(name);
+        // A pod name longer than a label is cut, without a trailing dash
+        // or dot, as the kubelet cuts it for the pod's hostname.
+        let hostname = hostname[..hostname.len().min(MAX_HOSTNAME)].trim_end_matches(['-', '.']);
         match spec
             .and_then(|s| s.subdomain.as_deref())
             .filter(|s| !s.is_empty())
@@ -198,9 +224,30 @@ mod tests {
         assert_eq!(
             resolv_conf(&p, &ClusterDns::default(), HOST),
             "nameserver 10.3.240.10\n\
+             search shop.svc.cluster.local svc.cluster.local cluster.local lan example.org\n\
+             options ndots:5\n"
+        );
+        assert_eq!(
+            resolv_conf(&p, &ClusterDns::default(), ""),
+            "nameserver 10.3.240.10\n\
              search shop.svc.cluster.local svc.cluster.local cluster.local\n\
              options ndots:5\n"
         );
+    }
+
+    #[test]
+    fn search_lists_stay_within_the_kubelets_limits() {
+        let many: Vec<String> = (0..40).map(|i| format!("d{i}.example")).collect();
+        let p = pod(json!({"dnsPolicy": "None", "dnsConfig": {"searches": many}}));
+        let text = resolv_conf(&p, &ClusterDns::default(), "");
+        let line = text.lines().find(|l| l.starts_with("search ")).unwrap();
+        assert_eq!(line.split_whitespace().count() - 1, 32);
+        let long: Vec<String> = (0..10).map(|i| format!("{i}{}", "x".repeat(250))).collect();
+        let p = pod(json!({"dnsPolicy": "None", "dnsConfig": {"searches": long}}));
+        let text = resolv_conf(&p, &ClusterDns::default(), "");
+        let line = text.lines().find(|l| l.starts_with("search ")).unwrap();
+        assert!(line.len() - "search ".len() <= 2048, "{}", line.len());
+        assert_eq!(line.split_whitespace().count() - 1, 8);
     }
 
     #[test]
@@ -231,7 +278,7 @@ mod tests {
         assert_eq!(
             resolv_conf(&p, &ClusterDns::default(), HOST),
             "nameserver 10.3.240.10\nnameserver 192.0.2.1\n\
-             search shop.svc.cluster.local svc.cluster.local cluster.local extra.test\n\
+             search shop.svc.cluster.local svc.cluster.local cluster.local lan example.org extra.test\n\
              options ndots:2 edns0\n"
         );
         let p = pod(json!({"dnsPolicy": "None", "dnsConfig": {"nameservers": ["192.0.2.9"]}}));
@@ -262,5 +309,13 @@ mod tests {
         assert!(text.ends_with("# Entries added by HostAliases.\n192.0.2.7\ta\tb\n"));
         let text = hosts(&pod(json!({"hostNetwork": true})), ip, &dns, "127.0.0.1 me");
         assert_eq!(text, "127.0.0.1 me\n");
+        let long = format!("{}-{}", "a".repeat(62), "b".repeat(10));
+        let mut p = pod(json!({}));
+        p.metadata.name = Some(long);
+        let text = hosts(&p, ip, &dns, "");
+        assert!(
+            text.ends_with(&format!("\n10.0.1.2\t{}\n", "a".repeat(62))),
+            "{text}"
+        );
     }
 }

@@ -329,6 +329,31 @@ impl Netlink for FakeNetlink {
         })
     }
 
+    fn add_dummy(&self, name: &str) -> Result<()> {
+        self.change(format!("add dummy {name}"), |state| {
+            state.next_index += 1;
+            let index = state.next_index;
+            let ns = self.ns(state);
+            ns.refuse_existing(name)?;
+            ns.links.push(FakeLink {
+                link: Link {
+                    index,
+                    name: name.to_string(),
+                    kind: Some("dummy".into()),
+                    mtu: 1500,
+                    mac: Some(fake_mac(index)),
+                    up: false,
+                    master: None,
+                    peer_index: None,
+                    hairpin: None,
+                },
+                addresses: Vec::new(),
+                peer_ns: None,
+            });
+            Ok(())
+        })
+    }
+
     fn add_veth(&self, name: &str, mtu: u32, peer: &str, peer_netns: &str) -> Result<()> {
         let what = format!("add veth {name} mtu {mtu} peer {peer} in {peer_netns}");
         self.change(what, |state| {

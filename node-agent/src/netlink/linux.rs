@@ -29,7 +29,9 @@ use rtnetlink::packet_route::link::{
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
-use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkBridgePort, LinkDummy, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 
 use super::{Link, LinkChange, Netlink, Route, check_sysctl_key};
 use crate::{Error, Result};
@@ -381,6 +383,18 @@ impl Netlink for LinuxNetlink {
                 .execute()
                 .await
                 .map_err(nl(format!("add bridge {name}")))
+        })
+    }
+
+    fn add_dummy(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.run(|h| async move {
+            let msg = LinkDummy::new(&name).build();
+            h.link()
+                .add(msg)
+                .execute()
+                .await
+                .map_err(nl(format!("add dummy {name}")))
         })
     }
 

@@ -120,6 +120,9 @@ pub trait Netlink {
     fn link(&self, name: &str) -> Result<Option<Link>>;
     /// Creates a bridge, down, with the kernel's defaults.
     fn add_bridge(&self, name: &str) -> Result<()>;
+    /// Creates a dummy link, down: a device that only holds addresses
+    /// (the cluster DNS address the agent answers on).
+    fn add_dummy(&self, name: &str) -> Result<()>;
     /// Creates a veth pair: `name` here and `peer` inside the named
     /// network namespace `peer_netns`, both with `mtu`, both down. The peer
     /// is created directly in its namespace, so its name may clash with

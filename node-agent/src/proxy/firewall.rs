@@ -14,13 +14,21 @@ use crate::netns;
 
 /// What the [`Proxier`](super::Proxier) needs from the kernel.
 pub trait Firewall {
-    /// Applies an `nft -f` script as one transaction.
-    fn apply(&self, script: &str) -> Result<()>;
+    /// Applies an `nft -f` script as one transaction. Returns the
+    /// namespace's nftables generation after it when that is known to be
+    /// ours alone (it moved by exactly one), `None` otherwise.
+    fn apply(&self, script: &str) -> Result<Option<u32>>;
     /// `nft -j list table ip knit`, or `None` when the table is absent.
     fn list_table(&self) -> Result<Option<String>>;
     /// Runs `conntrack` with these arguments (a `-D` filter); matching no
     /// entry is not an error.
     fn conntrack(&self, args: &[String]) -> Result<()>;
+    /// The namespace's nftables generation, which every committed
+    /// transaction (ours or anyone's) moves on; `None` when unknown. Lets
+    /// the drift check skip listing a table nobody can have touched.
+    fn generation(&self) -> Result<Option<u32>> {
+        Ok(None)
+    }
 }
 
 /// [`Firewall`] over the real tools, in a named namespace or in the
@@ -51,39 +59,42 @@ impl LinuxFirewall {
         args: Vec<String>,
         stdin: Option<String>,
     ) -> Result<Output> {
-        let go = move || -> Result<Output> {
-            let mut child = Command::new(program)
-                .args(&args)
-                .stdin(if stdin.is_some() {
-                    Stdio::piped()
-                } else {
-                    Stdio::null()
-                })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|source| Error::Spawn { program, source })?;
-            // Feed the script from another thread so a child that writes a
-            // lot of errors before reading everything cannot deadlock us.
-            let writer = match (stdin, child.stdin.take()) {
-                (Some(text), Some(mut pipe)) => Some(std::thread::spawn(move || {
-                    let _ = pipe.write_all(text.as_bytes());
-                })),
-                _ => None,
-            };
-            let out = child
-                .wait_with_output()
-                .map_err(|source| Error::Spawn { program, source })?;
-            if let Some(writer) = writer {
-                let _ = writer.join();
-            }
-            Ok(out)
-        };
+        let go = move || spawn_tool(program, args, stdin);
         match &self.netns {
             Some(file) => netns::run_in(file, go)?,
             None => go(),
         }
     }
+}
+
+/// Runs `program` to completion, feeding it `stdin`.
+fn spawn_tool(program: &'static str, args: Vec<String>, stdin: Option<String>) -> Result<Output> {
+    let mut child = Command::new(program)
+        .args(&args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| Error::Spawn { program, source })?;
+    // Feed the script from another thread so a child that writes a lot
+    // of errors before reading everything cannot deadlock us.
+    let writer = match (stdin, child.stdin.take()) {
+        (Some(text), Some(mut pipe)) => Some(std::thread::spawn(move || {
+            let _ = pipe.write_all(text.as_bytes());
+        })),
+        _ => None,
+    };
+    let out = child
+        .wait_with_output()
+        .map_err(|source| Error::Spawn { program, source })?;
+    if let Some(writer) = writer {
+        let _ = writer.join();
+    }
+    Ok(out)
 }
 
 fn failed(command: String, out: &Output) -> Error {
@@ -95,16 +106,28 @@ fn failed(command: String, out: &Output) -> Error {
 }
 
 impl Firewall for LinuxFirewall {
-    fn apply(&self, script: &str) -> Result<()> {
-        let out = self.run(
-            "nft",
-            vec!["-f".into(), "-".into()],
-            Some(script.to_string()),
-        )?;
+    fn apply(&self, script: &str) -> Result<Option<u32>> {
+        let script = script.to_string();
+        // One trip into the namespace: the generation on both sides of
+        // the transaction, read by the same thread.
+        let go = move || -> Result<(Output, Option<u32>)> {
+            let before = nft_generation().ok().flatten();
+            let out = spawn_tool("nft", vec!["-f".into(), "-".into()], Some(script))?;
+            let after = nft_generation().ok().flatten();
+            let ours = match (before, after) {
+                (Some(b), Some(a)) if a == b.wrapping_add(1) => Some(a),
+                _ => None,
+            };
+            Ok((out, ours))
+        };
+        let (out, generation) = match &self.netns {
+            Some(file) => netns::run_in(file, go)??,
+            None => go()?,
+        };
         if !out.status.success() {
             return Err(failed("nft -f -".into(), &out));
         }
-        Ok(())
+        Ok(generation)
     }
 
     fn list_table(&self) -> Result<Option<String>> {
@@ -121,6 +144,19 @@ impl Firewall for LinuxFirewall {
         Err(failed(format!("nft -j list table {TABLE}"), &out))
     }
 
+    fn generation(&self) -> Result<Option<u32>> {
+        let ask = || {
+            nft_generation().map_err(|source| Error::Spawn {
+                program: "netlink",
+                source,
+            })
+        };
+        match &self.netns {
+            Some(file) => netns::run_in(file, ask)?,
+            None => ask(),
+        }
+    }
+
     fn conntrack(&self, args: &[String]) -> Result<()> {
         let out = self.run("conntrack", args.to_vec(), None)?;
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -130,6 +166,48 @@ impl Firewall for LinuxFirewall {
         }
         Err(failed(format!("conntrack {}", args.join(" ")), &out))
     }
+}
+
+/// `NFT_MSG_GETGEN` over a netfilter netlink socket of the calling
+/// thread's namespace: the ruleset generation id (what `nft` itself asks
+/// first), at the cost of one round trip instead of a listing.
+fn nft_generation() -> std::io::Result<Option<u32>> {
+    use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+    const NFNL_SUBSYS_NFTABLES: u16 = 10;
+    const NFT_MSG_GETGEN: u16 = 16;
+    const NFTA_GEN_ID: u16 = 1;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLMSG_ERROR: u16 = 2;
+
+    let mut socket = Socket::new(NETLINK_NETFILTER)?;
+    socket.bind_auto()?;
+    let mut msg = Vec::with_capacity(20);
+    msg.extend_from_slice(&20u32.to_ne_bytes());
+    msg.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN).to_ne_bytes());
+    msg.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
+    msg.extend_from_slice(&[0, 0, 0, 0]); // nfgenmsg: AF_UNSPEC, v0, res_id 0
+    socket.send_to(&msg, &SocketAddr::new(0, 0), 0)?;
+    let (reply, _) = socket.recv_from_full()?;
+    let u16_at = |b: &[u8], i: usize| b.get(i..i + 2).map(|s| u16::from_ne_bytes([s[0], s[1]]));
+    if reply.len() < 20 || u16_at(&reply, 4) == Some(NLMSG_ERROR) {
+        return Ok(None);
+    }
+    // Attributes after the 16-byte header and the 4-byte nfgenmsg.
+    let mut at = 20;
+    while let (Some(len), Some(kind)) = (u16_at(&reply, at), u16_at(&reply, at + 2)) {
+        let len = usize::from(len);
+        if len < 4 {
+            break;
+        }
+        if kind & 0x3fff == NFTA_GEN_ID && len >= 8 {
+            let v = &reply[at + 4..at + 8];
+            return Ok(Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]])));
+        }
+        at += (len + 3) & !3;
+    }
+    Ok(None)
 }
 
 /// Everything a [`RecordingFirewall`] was asked to do.
@@ -143,6 +221,8 @@ pub struct Recorded {
     pub listing: Option<String>,
     /// When set, the next `apply` fails with this message.
     pub fail_next_apply: Option<String>,
+    /// What `generation` answers.
+    pub generation: Option<u32>,
 }
 
 /// An in-memory [`Firewall`] that records calls, for tests of the
@@ -160,7 +240,7 @@ impl RecordingFirewall {
 }
 
 impl Firewall for RecordingFirewall {
-    fn apply(&self, script: &str) -> Result<()> {
+    fn apply(&self, script: &str) -> Result<Option<u32>> {
         self.with(|r| {
             if let Some(stderr) = r.fail_next_apply.take() {
                 return Err(Error::Command {
@@ -170,7 +250,10 @@ impl Firewall for RecordingFirewall {
                 });
             }
             r.scripts.push(script.to_string());
-            Ok(())
+            // A recorded generation moves with every transaction, as the
+            // kernel's does.
+            r.generation = r.generation.map(|g| g.wrapping_add(1));
+            Ok(r.generation)
         })
     }
 
@@ -181,5 +264,9 @@ impl Firewall for RecordingFirewall {
     fn conntrack(&self, args: &[String]) -> Result<()> {
         self.with(|r| r.conntrack.push(args.to_vec()));
         Ok(())
+    }
+
+    fn generation(&self) -> Result<Option<u32>> {
+        Ok(self.with(|r| r.generation))
     }
 }

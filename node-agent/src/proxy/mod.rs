@@ -1,19 +1,21 @@
 //! The service dataplane (issue 6): what kube-proxy's nftables mode does,
 //! as one table `ip knit` in the node's network namespace.
 //!
-//! - [`desired`] (in `plan`) is the functional core: node facts, Services
+//! - [`Planner`] (in `plan`) is the functional core: node facts, Services
 //!   and EndpointSlices in, a [`Ruleset`] (chains, sets and maps as plain
-//!   data) out. Dispatch is O(1): one verdict map keyed by
-//!   `daddr . l4proto . dport` for ClusterIPs, externalIPs and load
-//!   balancer IPs, one keyed by `l4proto . dport` for NodePorts on the
-//!   node's own addresses; per-service-port chains pick a ready endpoint
-//!   with `numgen random`. Every name derives from the service's
-//!   namespace, name, protocol and port name, so two plans can be diffed
-//!   object by object.
+//!   data) out, kept one service at a time with a record of what each
+//!   change [`Touched`]; [`desired`] plans a whole world at once. Dispatch
+//!   is O(1): one verdict map keyed by `daddr . l4proto . dport` for
+//!   ClusterIPs, externalIPs and load balancer IPs, one keyed by
+//!   `l4proto . dport` for NodePorts on the node's own addresses; chains
+//!   shared by every service with the same number of endpoints pick one
+//!   with `numgen random` from a map of endpoint slots, so a service is
+//!   map elements, not chains (see `plan` for why).
 //! - [`render`] turns a ruleset into one `nft -f` transaction: a full one
 //!   (the table deleted and rebuilt atomically) or a partial one holding
 //!   only the chains, sets and map elements that differ from what was
-//!   applied before.
+//!   applied before, found from the touched record without walking the
+//!   table.
 //! - [`Firewall`] is the OS boundary (`nft`, `conntrack`), with
 //!   [`LinuxFirewall`] running the tools inside a network namespace and
 //!   [`RecordingFirewall`] for tests.
@@ -22,9 +24,10 @@
 //!   conntrack entries that would keep sending datagrams to endpoints that
 //!   went away.
 //!
-//! Nothing here watches the API; the agent's loop feeds [`desired`] from
-//! its caches and calls [`Proxier::sync`] (on a blocking thread, since it
-//! forks `nft`) after each change, and [`Proxier::check`] now and then.
+//! Nothing here watches the API; the agent's loop (`agent::services`)
+//! feeds a [`Planner`] from its watches and calls
+//! [`Proxier::sync_planned`] (on a blocking thread, since it forks `nft`)
+//! after each burst of changes, and [`Proxier::check`] now and then.
 
 mod firewall;
 mod plan;
@@ -40,7 +43,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 pub use firewall::{Firewall, LinuxFirewall, Recorded, RecordingFirewall};
-pub use plan::{desired, desired_with_pods};
+pub use plan::{HealthCheck, Planner, SERVICE_NAME_LABEL, desired, desired_with_pods};
 pub use proxier::{Proxier, SyncKind, SyncReport};
 
 /// The nftables family and name of knit's table; nothing else in the
@@ -62,6 +65,10 @@ pub struct NodeInfo {
     pub pod_cidr: Ipv4Net,
     /// The whole pod network; traffic inside it is never masqueraded.
     pub cluster_cidr: Ipv4Net,
+    /// The cluster DNS address when this node answers it itself (on a
+    /// local interface): that ClusterIP is left out of the maps and its
+    /// port 53 traffic is not tracked.
+    pub local_dns: Option<Ipv4Addr>,
 }
 
 /// One chain of the table.
@@ -145,6 +152,70 @@ impl Ruleset {
                 })
                 .collect(),
         }
+    }
+}
+
+/// What a change of plan touched: the names whose planned state may
+/// differ from what the kernel holds. A partial sync looks only at these.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// Chains added, changed or removed.
+    pub chains: BTreeSet<String>,
+    /// Sets and maps declared or removed.
+    pub sets: BTreeSet<String>,
+    /// `(set, key)` of elements added, changed or removed.
+    pub elements: BTreeSet<(String, String)>,
+    /// UDP service port ids whose endpoints or addresses changed.
+    pub udp: BTreeSet<String>,
+}
+
+impl Touched {
+    /// Everything that differs between two whole rulesets (the slow way,
+    /// for callers that plan whole worlds).
+    pub fn between(old: &Ruleset, new: &Ruleset) -> Touched {
+        let mut t = Touched::default();
+        for name in old.chains.keys().chain(new.chains.keys()) {
+            if old.chains.get(name) != new.chains.get(name) {
+                t.chains.insert(name.clone());
+            }
+        }
+        for name in old.sets.keys().chain(new.sets.keys()) {
+            let (a, b) = (old.sets.get(name), new.sets.get(name));
+            let decl = |s: &Set| (s.kind, s.spec.clone(), s.dynamic);
+            if a.map(decl) != b.map(decl) {
+                t.sets.insert(name.clone());
+            }
+            let empty = BTreeMap::new();
+            let ea = a.map_or(&empty, |s| &s.elements);
+            let eb = b.map_or(&empty, |s| &s.elements);
+            for key in ea.keys().chain(eb.keys()) {
+                if ea.get(key) != eb.get(key) {
+                    t.elements.insert((name.clone(), key.clone()));
+                }
+            }
+        }
+        for id in old.udp.keys().chain(new.udp.keys()) {
+            if old.udp.get(id) != new.udp.get(id) {
+                t.udp.insert(id.clone());
+            }
+        }
+        t
+    }
+
+    /// Adds what `other` touched.
+    pub fn merge(&mut self, other: Touched) {
+        self.chains.extend(other.chains);
+        self.sets.extend(other.sets);
+        self.elements.extend(other.elements);
+        self.udp.extend(other.udp);
+    }
+
+    /// Whether nothing was touched.
+    pub fn is_empty(&self) -> bool {
+        self.chains.is_empty()
+            && self.sets.is_empty()
+            && self.elements.is_empty()
+            && self.udp.is_empty()
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{Error, Firewall, Result, Ruleset, Shape, UdpPort, render};
+use super::{Error, Firewall, Planner, Result, Ruleset, Shape, Touched, UdpPort, render};
 
 /// How a sync reached the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +48,10 @@ pub struct Proxier<F> {
     /// The UDP ports as last applied (kept across failures: conntrack
     /// outlives our mistakes).
     udp: Option<BTreeMap<String, UdpPort>>,
+    /// The namespace's nftables generation right after our last
+    /// transaction (or the last listing that found the table intact),
+    /// when nobody else committed in between.
+    generation: Option<u32>,
 }
 
 impl<F: Firewall> Proxier<F> {
@@ -58,6 +62,7 @@ impl<F: Firewall> Proxier<F> {
             last: None,
             in_sync: false,
             udp: None,
+            generation: None,
         }
     }
 
@@ -69,28 +74,65 @@ impl<F: Firewall> Proxier<F> {
     /// Makes the kernel's table `next` in one transaction: full at the
     /// start and after any failure or detected drift, partial otherwise.
     /// On error the kernel keeps its previous table (the transaction is
-    /// atomic) and the next sync is full.
+    /// atomic) and the next sync is full. Finds the difference by walking
+    /// both tables; [`Proxier::sync_planned`] does not.
     pub fn sync(&mut self, next: Ruleset) -> Result<SyncReport> {
+        let touched = match (&self.last, self.in_sync) {
+            (Some(old), true) => Touched::between(old, &next),
+            _ => Touched::default(),
+        };
+        self.sync_touched(&next, touched)
+    }
+
+    /// Makes the kernel's table the planner's, writing only what the
+    /// planner touched since its last sync (or everything, when a full
+    /// sync is due). The planner's record is consumed either way: after a
+    /// failure the next sync is a full one.
+    pub fn sync_planned(&mut self, planner: &mut Planner) -> Result<SyncReport> {
+        let touched = planner.take_touched();
+        self.sync_touched(planner.ruleset(), touched)
+    }
+
+    /// Whether the next sync will rebuild the whole table.
+    pub fn needs_full_sync(&self) -> bool {
+        !self.in_sync || self.last.is_none()
+    }
+
+    fn sync_touched(&mut self, next: &Ruleset, touched: Touched) -> Result<SyncReport> {
         let start = Instant::now();
         let partial = match (&self.last, self.in_sync) {
-            (Some(old), true) => render::partial(old, &next),
+            (Some(old), true) => render::partial_touched(old, next, &touched),
             _ => None,
         };
         let (kind, script) = match partial {
             Some(script) if script.is_empty() => (SyncKind::Unchanged, script),
             Some(script) => (SyncKind::Partial, script),
-            None => (SyncKind::Full, render::full(&next)),
+            None => (SyncKind::Full, render::full(next)),
         };
-        if kind != SyncKind::Unchanged
-            && let Err(err) = self.fw.apply(&script)
-        {
-            self.in_sync = false;
-            self.last = Some(next);
-            return Err(err);
+        if kind != SyncKind::Unchanged {
+            match self.fw.apply(&script) {
+                Ok(generation) => self.generation = generation,
+                Err(err) => {
+                    self.in_sync = false;
+                    self.generation = None;
+                    self.last = Some(next.clone());
+                    return Err(err);
+                }
+            }
         }
 
         let conntrack = match &self.udp {
-            Some(before) => stale_udp(before, &next.udp),
+            Some(before) if kind == SyncKind::Full => stale_udp(before, &next.udp),
+            Some(before) => {
+                let pick = |from: &BTreeMap<String, UdpPort>| -> BTreeMap<String, UdpPort> {
+                    touched
+                        .udp
+                        .iter()
+                        .filter_map(|id| from.get(id).map(|p| (id.clone(), p.clone())))
+                        .collect()
+                };
+                stale_udp(&pick(before), &pick(&next.udp))
+            }
             // The first sync knows nothing of earlier endpoints; deleting
             // entries then would only break live flows.
             None => Vec::new(),
@@ -101,8 +143,21 @@ impl<F: Firewall> Proxier<F> {
                 conntrack_errors.push(err.to_string());
             }
         }
-        self.udp = Some(next.udp.clone());
-        self.last = Some(next);
+        match (kind, self.last.as_mut(), self.udp.as_mut()) {
+            (SyncKind::Full, _, _) | (_, None, _) | (_, _, None) => {
+                self.udp = Some(next.udp.clone());
+                self.last = Some(next.clone());
+            }
+            (_, Some(last), Some(udp)) => {
+                follow(last, next, &touched);
+                for id in &touched.udp {
+                    match next.udp.get(id) {
+                        Some(port) => udp.insert(id.clone(), port.clone()),
+                        None => udp.remove(id),
+                    };
+                }
+            }
+        }
         self.in_sync = true;
         Ok(SyncReport {
             kind,
@@ -116,17 +171,31 @@ impl<F: Firewall> Proxier<F> {
     /// Compares the kernel's table with the last applied ruleset (chains,
     /// rule counts, element counts) and rebuilds it with a full sync if
     /// someone deleted, flushed or edited it. `Ok(true)` if it repaired
-    /// something. Meant to run now and then, not on every sync.
+    /// something. When the namespace's nftables generation shows no
+    /// transaction since ours, nothing is listed (a listing of a 10,000
+    /// service table takes `nft` seconds). Meant to run now and then, not
+    /// on every sync.
     pub fn check(&mut self) -> Result<bool> {
         let Some(last) = &self.last else {
             return Ok(false);
         };
         if self.in_sync {
+            // Nothing committed in the namespace since: nothing to list.
+            let now = self.fw.generation().ok().flatten();
+            if now.is_some() && now == self.generation {
+                return Ok(false);
+            }
             let intact = match self.fw.list_table()? {
                 Some(json) => shape_of_listing(&json)? == last.shape(),
                 None => false,
             };
             if intact {
+                // Someone else's transaction; ours is whole. Remember the
+                // generation so the listing is not repeated until the
+                // next one.
+                if self.fw.generation().ok().flatten() == now {
+                    self.generation = now;
+                }
                 return Ok(false);
             }
             self.in_sync = false;
@@ -134,6 +203,37 @@ impl<F: Firewall> Proxier<F> {
         let next = last.clone();
         self.sync(next)?;
         Ok(true)
+    }
+}
+
+/// Makes `last` equal to `next` in everything `touched` names.
+fn follow(last: &mut Ruleset, next: &Ruleset, touched: &Touched) {
+    for name in &touched.chains {
+        match next.chains.get(name) {
+            Some(chain) => last.chains.insert(name.clone(), chain.clone()),
+            None => last.chains.remove(name),
+        };
+    }
+    for name in &touched.sets {
+        match next.sets.get(name) {
+            Some(set) => last.sets.insert(name.clone(), set.clone()),
+            None => last.sets.remove(name),
+        };
+    }
+    for (set, key) in &touched.elements {
+        let value = next.sets.get(set).and_then(|s| s.elements.get(key));
+        if let Some(target) = last.sets.get_mut(set) {
+            match value {
+                Some(value) => target.elements.insert(key.clone(), value.clone()),
+                None => target.elements.remove(key),
+            };
+        }
+    }
+    for id in &touched.udp {
+        match next.udp.get(id) {
+            Some(port) => last.udp.insert(id.clone(), port.clone()),
+            None => last.udp.remove(id),
+        };
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::fmt::Write;
 
-use super::{Ruleset, SetKind, TABLE};
+use super::{Ruleset, SetKind, TABLE, Touched};
 
 /// The comment on the table, for people reading `nft list ruleset`.
 const COMMENT: &str = "knit service proxy: rewritten by the node agent";
@@ -57,34 +57,35 @@ pub fn full(rs: &Ruleset) -> String {
 /// chains and sets that are gone deleted last. `None` when the difference
 /// cannot be expressed that way (a base chain or a set's type changed);
 /// the caller then syncs fully. An empty string means nothing changed.
+/// Walks both tables; [`partial_touched`] looks only at what a planner
+/// says it touched.
 pub fn partial(old: &Ruleset, new: &Ruleset) -> Option<String> {
-    for (name, chain) in &new.chains {
-        if let Some(before) = old.chains.get(name)
-            && (before.base.is_some() || chain.base.is_some())
-            && before.base != chain.base
-        {
+    partial_touched(old, new, &Touched::between(old, new))
+}
+
+/// [`partial`] restricted to the names in `touched` (everything else is
+/// taken to be equal in `old` and `new`), so its cost follows the size of
+/// the change, not of the table.
+pub fn partial_touched(old: &Ruleset, new: &Ruleset, touched: &Touched) -> Option<String> {
+    for name in &touched.chains {
+        let (before, after) = (old.chains.get(name), new.chains.get(name));
+        let base = |c: Option<&super::Chain>| c.and_then(|c| c.base.clone());
+        if (base(before).is_some() || base(after).is_some()) && base(before) != base(after) {
             return None;
         }
     }
-    for (name, set) in &new.sets {
-        if let Some(before) = old.sets.get(name)
-            && (before.spec != set.spec || before.kind != set.kind)
+    for name in &touched.sets {
+        if let (Some(before), Some(after)) = (old.sets.get(name), new.sets.get(name))
+            && (before.spec != after.spec || before.kind != after.kind)
         {
             return None;
         }
-    }
-    if old
-        .chains
-        .iter()
-        .any(|(n, c)| c.base.is_some() && !new.chains.contains_key(n))
-    {
-        return None;
     }
 
     let mut out = String::new();
     // 1. New sets and chains, so that rules and elements can name them.
-    for (name, set) in &new.sets {
-        if !old.sets.contains_key(name) {
+    for name in &touched.sets {
+        if let (None, Some(set)) = (old.sets.get(name), new.sets.get(name)) {
             let _ = writeln!(
                 out,
                 "add {} {TABLE} {name} {{ {} }}",
@@ -93,68 +94,69 @@ pub fn partial(old: &Ruleset, new: &Ruleset) -> Option<String> {
             );
         }
     }
-    for (name, chain) in &new.chains {
-        if !old.chains.contains_key(name) {
+    for name in &touched.chains {
+        if let (None, Some(chain)) = (old.chains.get(name), new.chains.get(name)) {
             declare_chain(&mut out, name, chain.base.as_deref());
         }
     }
-    // 2. Elements that went away or now point elsewhere.
-    for (name, before) in &old.sets {
-        if before.dynamic {
+    // 2. Elements that went away or now point elsewhere (in sets that
+    //    stay: a set that goes takes its elements with it).
+    for (set, key) in &touched.elements {
+        let Some(before) = old.sets.get(set).filter(|s| !s.dynamic) else {
             continue;
-        }
-        let after = new.sets.get(name);
-        for (key, value) in &before.elements {
-            let keep = after.and_then(|s| s.elements.get(key)) == Some(value);
-            if !keep && after.is_some() {
-                let _ = writeln!(out, "delete element {TABLE} {name} {{ {key} }}");
-            }
+        };
+        let Some(value) = before.elements.get(key) else {
+            continue;
+        };
+        let after = new.sets.get(set);
+        let keep = after.and_then(|s| s.elements.get(key)) == Some(value);
+        if !keep && after.is_some() {
+            let _ = writeln!(out, "delete element {TABLE} {set} {{ {key} }}");
         }
     }
     // 3. Changed chains refilled; chains about to go emptied, which drops
     //    their references to other doomed chains and sets.
-    for (name, chain) in &new.chains {
-        match old.chains.get(name) {
-            Some(before) if before.rules == chain.rules => {}
-            Some(_) => {
+    for name in &touched.chains {
+        match (old.chains.get(name), new.chains.get(name)) {
+            (Some(before), Some(chain)) if before.rules == chain.rules => {}
+            (Some(_), Some(chain)) => {
                 let _ = writeln!(out, "flush chain {TABLE} {name}");
                 for rule in &chain.rules {
                     let _ = writeln!(out, "add rule {TABLE} {name} {rule}");
                 }
             }
-            None => {
+            (None, Some(chain)) => {
                 for rule in &chain.rules {
                     let _ = writeln!(out, "add rule {TABLE} {name} {rule}");
                 }
             }
-        }
-    }
-    for name in old.chains.keys() {
-        if !new.chains.contains_key(name) {
-            let _ = writeln!(out, "flush chain {TABLE} {name}");
+            (Some(_), None) => {
+                let _ = writeln!(out, "flush chain {TABLE} {name}");
+            }
+            (None, None) => {}
         }
     }
     // 4. New elements, now that their chains exist.
-    for (name, set) in &new.sets {
-        if set.dynamic {
+    for (set, key) in &touched.elements {
+        let Some(after) = new.sets.get(set).filter(|s| !s.dynamic) else {
             continue;
-        }
-        let before = old.sets.get(name);
-        for (key, value) in &set.elements {
-            if before.and_then(|s| s.elements.get(key)) != Some(value) {
-                add_element(&mut out, name, set.kind, key, value);
-            }
+        };
+        let Some(value) = after.elements.get(key) else {
+            continue;
+        };
+        if old.sets.get(set).and_then(|s| s.elements.get(key)) != Some(value) {
+            add_element(&mut out, set, after.kind, key, value);
         }
     }
     // 5. What nothing refers to any more.
-    for name in old.chains.keys() {
-        if !new.chains.contains_key(name) {
+    for name in &touched.chains {
+        if old.chains.contains_key(name) && !new.chains.contains_key(name) {
             let _ = writeln!(out, "delete chain {TABLE} {name}");
         }
     }
-    for name in old.sets.keys() {
-        if !new.sets.contains_key(name) {
-            let _ = writeln!(out, "delete {} {TABLE} {name}", kind(old.sets[name].kind));
+    for name in &touched.sets {
+        if let (Some(before), None) = (old.sets.get(name), new.sets.get(name)) {
+            let _ = writeln!(out, "delete {} {TABLE} {name}", kind(before.kind));
         }
     }
     Some(out)

@@ -16,6 +16,7 @@ fn node() -> NodeInfo {
         ips: vec!["10.100.0.3".parse().unwrap()],
         pod_cidr: "10.0.1.0/24".parse().unwrap(),
         cluster_cidr: "10.0.0.0/14".parse().unwrap(),
+        local_dns: None,
     }
 }
 
@@ -82,10 +83,27 @@ fn two_pods() -> EndpointSlice {
 fn the_articles_service_test() {
     let rs = desired(&node(), &[service_test(json!({}))], &[two_pods()]);
     insta::assert_snapshot!("service_test", render::full(&rs));
-    // O(1) dispatch: the ClusterIP is one map element, not a rule.
+    // O(1) dispatch: the ClusterIP is one map element, not a rule, and
+    // its endpoints are slots of one shared map: no chain of its own.
     assert_eq!(
         rs.sets["service-ips"].elements["10.3.241.152 . tcp . 80"],
-        "goto svc-default/service-test/tcp/http"
+        "goto cluster-tcp-2"
+    );
+    let slots = &rs.sets["endpoints-tcp"].elements;
+    assert_eq!(slots["10.3.241.152 . 80 . 0"], "10.0.1.2 . 8080");
+    assert_eq!(slots["10.3.241.152 . 80 . 1"], "10.0.2.2 . 8080");
+    assert_eq!(
+        rs.chains["cluster-tcp-2"].rules,
+        [
+            "ip saddr != 10.0.0.0/14 jump mark-for-masquerade",
+            "meta l4proto tcp dnat to ip daddr . tcp dport . numgen random mod 2 map @endpoints-tcp"
+        ]
+    );
+    assert!(!rs.chains.keys().any(|c| c.contains("service-test")));
+    // Hairpin: the endpoint on this node may reach itself.
+    assert_eq!(
+        rs.sets["hairpin"].elements.keys().collect::<Vec<_>>(),
+        ["10.0.1.2 . 10.0.1.2"]
     );
     assert_eq!(rs.chains["services"].rules.len(), 3);
 }
@@ -101,15 +119,24 @@ fn nodeport_with_cluster_policy_masquerades_and_uses_every_endpoint() {
     insta::assert_snapshot!("nodeport_cluster", render::full(&rs));
     assert_eq!(
         rs.sets["service-nodeports"].elements["tcp . 32213"],
-        "goto ext-default/service-test/tcp/http"
+        "goto nodeport-tcp-2"
     );
     assert_eq!(
-        rs.chains["ext-default/service-test/tcp/http"].rules,
-        [
-            "jump mark-for-masquerade",
-            "goto cluster-default/service-test/tcp/http"
-        ]
+        rs.sets["service-ips"].elements["192.168.50.10 . tcp . 80"],
+        "goto external-tcp-2"
     );
+    assert_eq!(
+        rs.chains["nodeport-tcp-2"].rules[0],
+        "jump mark-for-masquerade"
+    );
+    assert_eq!(
+        rs.chains["external-tcp-2"].rules[0],
+        "jump mark-for-masquerade"
+    );
+    let np = &rs.sets["nodeport-endpoints-tcp"].elements;
+    assert_eq!(np["32213 . 1"], "10.0.2.2 . 8080");
+    let slots = &rs.sets["endpoints-tcp"].elements;
+    assert_eq!(slots["192.168.50.10 . 80 . 0"], "10.0.1.2 . 8080");
 }
 
 #[test]
@@ -126,16 +153,29 @@ fn local_policies_use_only_this_nodes_endpoints() {
             .unwrap();
     let rs = desired(&node(), &[svc.clone()], &[two_pods()]);
     insta::assert_snapshot!("local_policies", render::full(&rs));
-    let local = &rs.chains["local-default/service-test/tcp/http"].rules;
+    let dispatch = &rs.sets["service-ips"].elements;
+    assert_eq!(dispatch["10.3.241.152 . tcp . 80"], "goto cluster-tcp-1");
     assert_eq!(
-        local,
-        &["numgen random mod 1 vmap { 0 : goto ep-default/service-test/tcp/http/10.0.1.2/8080 }"]
+        dispatch["192.168.50.20 . tcp . 80"],
+        "goto external-local-tcp-1"
     );
-    assert!(
-        !rs.chains
-            .contains_key("cluster-default/service-test/tcp/http")
+    assert_eq!(
+        rs.sets["service-nodeports"].elements["tcp . 32213"],
+        "goto nodeport-local-tcp-1"
     );
-    assert!(!rs.chains.keys().any(|c| c.contains("10.0.2.2")));
+    // Outside clients keep their address; only the node's own are
+    // masqueraded (their replies must come back here).
+    assert_eq!(
+        rs.chains["nodeport-local-tcp-1"].rules[0],
+        "fib saddr type local jump mark-for-masquerade"
+    );
+    // Only this node's endpoint, anywhere.
+    let slots: Vec<&String> = rs.sets["endpoints-tcp"]
+        .elements
+        .values()
+        .chain(rs.sets["nodeport-endpoints-tcp"].elements.values())
+        .collect();
+    assert_eq!(slots, vec!["10.0.1.2 . 8080"; 3]);
 
     // No local endpoint: external and internal traffic dropped, not sent
     // to another node.
@@ -147,20 +187,11 @@ fn local_policies_use_only_this_nodes_endpoints() {
         &[("10.0.2.2", "node-2", true)],
     );
     let rs = desired(&node(), &[svc], &[remote_only]);
-    assert_eq!(
-        rs.chains["ext-default/service-test/tcp/http"]
-            .rules
-            .last()
-            .unwrap(),
-        "drop"
-    );
-    assert_eq!(
-        rs.chains["svc-default/service-test/tcp/http"]
-            .rules
-            .last()
-            .unwrap(),
-        "drop"
-    );
+    let dispatch = &rs.sets["service-ips"].elements;
+    assert_eq!(dispatch["10.3.241.152 . tcp . 80"], "drop");
+    assert_eq!(dispatch["192.168.50.20 . tcp . 80"], "drop");
+    assert_eq!(rs.sets["service-nodeports"].elements["tcp . 32213"], "drop");
+    assert!(rs.sets["endpoints-tcp"].elements.is_empty());
 }
 
 #[test]
@@ -173,6 +204,17 @@ fn client_ip_affinity_records_clients_per_endpoint() {
     insta::assert_snapshot!("affinity", render::full(&rs));
     let set = &rs.sets["aff-default/service-test/tcp/http/10.0.1.2/8080"];
     assert!(set.dynamic && set.spec.contains("timeout 600s"));
+    assert_eq!(
+        rs.sets["service-ips"].elements["10.3.241.152 . tcp . 80"],
+        "goto aff-cluster-default/service-test/tcp/http"
+    );
+    assert_eq!(
+        rs.chains["ep-default/service-test/tcp/http/10.0.2.2/8080"].rules,
+        [
+            "update @aff-default/service-test/tcp/http/10.0.2.2/8080 { ip saddr }",
+            "meta l4proto tcp dnat to 10.0.2.2:8080"
+        ]
+    );
 }
 
 #[test]
@@ -252,12 +294,19 @@ fn a_partial_sync_touches_only_the_changed_service() {
         &[one_pod, dns_one],
     );
     let script = render::partial(&before, &after).unwrap();
+    // The slot that went and the dispatch element, plus the pick chains:
+    // the one-endpoint TCP chain is new here, the two-endpoint one is no
+    // longer used. dns is not touched.
     assert_eq!(
         script,
-        "flush chain ip knit cluster-default/service-test/tcp/http\n\
-         add rule ip knit cluster-default/service-test/tcp/http numgen random mod 1 vmap { 0 : goto ep-default/service-test/tcp/http/10.0.1.2/8080 }\n\
-         flush chain ip knit ep-default/service-test/tcp/http/10.0.2.2/8080\n\
-         delete chain ip knit ep-default/service-test/tcp/http/10.0.2.2/8080\n"
+        "add chain ip knit cluster-tcp-1\n\
+         delete element ip knit endpoints-tcp { 10.3.241.152 . 80 . 1 }\n\
+         delete element ip knit service-ips { 10.3.241.152 . tcp . 80 }\n\
+         add rule ip knit cluster-tcp-1 ip saddr != 10.0.0.0/14 jump mark-for-masquerade\n\
+         add rule ip knit cluster-tcp-1 meta l4proto tcp dnat to ip daddr . tcp dport . numgen random mod 1 map @endpoints-tcp\n\
+         flush chain ip knit cluster-tcp-2\n\
+         add element ip knit service-ips { 10.3.241.152 . tcp . 80 : goto cluster-tcp-1 }\n\
+         delete chain ip knit cluster-tcp-2\n"
     );
     assert_eq!(render::partial(&after, &after).unwrap(), "");
 
@@ -267,22 +316,25 @@ fn a_partial_sync_touches_only_the_changed_service() {
     let gone = desired(&node(), &[dns_svc], &[dns_one]);
     let script = render::partial(&after, &gone).unwrap();
     insta::assert_snapshot!("partial_remove_service", script);
+    assert!(script.contains("delete element ip knit cluster-ips { 10.3.241.152 }"));
     let delete_element = script.find("delete element ip knit service-ips").unwrap();
-    let flush = script
-        .find("flush chain ip knit svc-default/service-test")
-        .unwrap();
-    let delete = script
-        .find("delete chain ip knit svc-default/service-test")
-        .unwrap();
+    let flush = script.find("flush chain ip knit cluster-tcp-1").unwrap();
+    let delete = script.find("delete chain ip knit cluster-tcp-1").unwrap();
     assert!(delete_element < flush && flush < delete, "{script}");
 
-    // And comes back: chains declared before the element that names them.
-    let script = render::partial(&gone, &after).unwrap();
-    let declare = script
-        .find("add chain ip knit svc-default/service-test/tcp/http\n")
-        .unwrap();
+    // And comes back with two endpoints: the pick chain declared and
+    // filled before the element that names it.
+    let (dns_svc, dns_one) = dns(&[("10.0.1.5", "node-1", true)]);
+    let two = desired(
+        &node(),
+        &[service_test(json!({})), dns_svc],
+        &[two_pods(), dns_one],
+    );
+    let script = render::partial(&gone, &two).unwrap();
+    let declare = script.find("add chain ip knit cluster-tcp-2\n").unwrap();
+    let rule = script.find("add rule ip knit cluster-tcp-2 ").unwrap();
     let element = script.find("add element ip knit service-ips").unwrap();
-    assert!(declare < element, "{script}");
+    assert!(declare < rule && rule < element, "{script}");
 }
 
 #[test]
@@ -465,4 +517,273 @@ fn host_ports_dnat_the_node_address_to_this_nodes_pods() {
         rs.chains["hp-default/dns/udp/53"].rules[0],
         "ip daddr != 10.100.0.3 return"
     );
+}
+
+#[test]
+fn the_planner_replans_one_service_and_matches_a_plan_from_scratch() {
+    let (dns_svc, dns_one) = dns(&[("10.0.1.5", "node-1", true)]);
+    let mut planner = Planner::new(node());
+    planner.apply_service(&service_test(json!({})));
+    planner.apply_service(&dns_svc);
+    planner.apply_slice(&two_pods());
+    planner.apply_slice(&dns_one);
+    assert_eq!(
+        planner.ruleset(),
+        &desired(
+            &node(),
+            &[service_test(json!({})), dns_svc.clone()],
+            &[two_pods(), dns_one.clone()]
+        )
+    );
+    let _ = planner.take_touched();
+
+    // One endpoint leaves: only service-test's elements and the pick
+    // chains are touched, and the touched-only script is the full diff's.
+    let before = planner.ruleset().clone();
+    let one_pod = slice(
+        "service-test",
+        "http",
+        "TCP",
+        8080,
+        &[("10.0.1.2", "node-1", true)],
+    );
+    planner.apply_slice(&one_pod);
+    let touched = planner.take_touched();
+    assert!(touched.udp.is_empty(), "{touched:?}");
+    assert_eq!(
+        touched.chains.iter().collect::<Vec<_>>(),
+        ["cluster-tcp-1", "cluster-tcp-2"]
+    );
+    assert!(
+        touched
+            .elements
+            .iter()
+            .all(|(_, key)| key.starts_with("10.3.241.152 ")),
+        "{touched:?}"
+    );
+    assert_eq!(
+        render::partial_touched(&before, planner.ruleset(), &touched),
+        render::partial(&before, planner.ruleset())
+    );
+    assert_eq!(
+        planner.ruleset(),
+        &desired(
+            &node(),
+            &[service_test(json!({})), dns_svc.clone()],
+            &[one_pod, dns_one.clone()]
+        )
+    );
+
+    // Deleting the service and its slice leaves exactly dns's table.
+    planner.delete_service("default", "service-test");
+    planner.delete_slice("default", "service-test-abcde");
+    assert_eq!(
+        planner.ruleset(),
+        &desired(
+            &node(),
+            std::slice::from_ref(&dns_svc),
+            std::slice::from_ref(&dns_one)
+        )
+    );
+    // A relist that says the same changes nothing.
+    let _ = planner.take_touched();
+    planner.reset_services(&[dns_svc]);
+    planner.reset_slices(&[dns_one]);
+    assert!(planner.take_touched().is_empty());
+}
+
+#[test]
+fn the_proxier_syncs_only_what_the_planner_touched() {
+    let fw = RecordingFirewall::default();
+    let mut proxier = Proxier::new(fw.clone());
+    let mut planner = Planner::new(node());
+    planner.apply_service(&service_test(json!({})));
+    planner.apply_slice(&two_pods());
+    assert_eq!(
+        proxier.sync_planned(&mut planner).unwrap().kind,
+        SyncKind::Full
+    );
+    planner.apply_slice(&slice(
+        "service-test",
+        "http",
+        "TCP",
+        8080,
+        &[("10.0.1.2", "node-1", true), ("10.0.2.2", "node-2", false)],
+    ));
+    let report = proxier.sync_planned(&mut planner).unwrap();
+    assert_eq!(report.kind, SyncKind::Partial);
+    assert_eq!(
+        proxier.sync_planned(&mut planner).unwrap().kind,
+        SyncKind::Unchanged
+    );
+    // The proxier's idea of the kernel follows: the drift check expects
+    // the planner's table.
+    let rec = fw.record.lock().unwrap();
+    assert_eq!(rec.scripts.len(), 2);
+    assert!(
+        rec.scripts[1].contains("delete element ip knit endpoints-tcp { 10.3.241.152 . 80 . 1 }"),
+        "{}",
+        rec.scripts[1]
+    );
+    assert!(
+        !rec.scripts[1].contains("cluster-ips"),
+        "{}",
+        rec.scripts[1]
+    );
+    drop(rec);
+    assert_eq!(
+        render::partial(planner.ruleset(), planner.ruleset()).unwrap(),
+        ""
+    );
+    proxier
+        .sync(planner.ruleset().clone())
+        .map(|r| {
+            assert_eq!(r.kind, SyncKind::Unchanged);
+        })
+        .unwrap();
+}
+
+#[test]
+fn the_cluster_dns_address_is_answered_locally_and_not_tracked() {
+    let mut n = node();
+    n.local_dns = Some("10.3.240.10".parse().unwrap());
+    let (svc, eps) = dns(&[("10.0.1.5", "node-1", true)]);
+    let rs = desired(
+        &n,
+        &[svc.clone(), service_test(json!({}))],
+        &[eps.clone(), two_pods()],
+    );
+    assert!(
+        !rs.sets
+            .values()
+            .flat_map(|s| s.elements.keys())
+            .any(|k| k.contains("10.3.240.10")),
+        "the DNS ClusterIP is in a map"
+    );
+    assert!(rs.udp.values().all(|p| p.ips.is_empty()));
+    assert_eq!(
+        rs.chains["raw-prerouting"].rules,
+        [
+            "ip daddr 10.3.240.10 udp dport 53 notrack",
+            "ip daddr 10.3.240.10 tcp dport 53 notrack"
+        ]
+    );
+    assert_eq!(rs.chains["raw-output"].rules.len(), 4);
+    assert!(
+        rs.chains["raw-output"]
+            .base
+            .as_deref()
+            .unwrap()
+            .contains("priority -300")
+    );
+    // Other services are untouched by it.
+    assert_eq!(
+        rs.sets["service-ips"].elements["10.3.241.152 . tcp . 80"],
+        "goto cluster-tcp-2"
+    );
+    // Without a local DNS, the same service is dispatched as any other.
+    let rs = desired(&node(), &[svc], &[eps]);
+    assert_eq!(
+        rs.sets["service-ips"].elements["10.3.240.10 . udp . 53"],
+        "goto cluster-udp-1"
+    );
+    assert!(!rs.chains.contains_key("raw-prerouting"));
+}
+
+#[test]
+fn local_policy_services_get_a_health_check_port_with_their_local_count() {
+    let svc = service_test(json!({
+        "type": "LoadBalancer",
+        "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 32213}],
+        "externalTrafficPolicy": "Local",
+        "healthCheckNodePort": 31999,
+    }));
+    let mut planner = Planner::new(node());
+    planner.apply_service(&svc);
+    assert_eq!(planner.health_checks()[&31999].local_endpoints, 0);
+    planner.apply_slice(&two_pods());
+    let checks = planner.health_checks();
+    assert_eq!(
+        checks[&31999],
+        HealthCheck {
+            namespace: "default".into(),
+            name: "service-test".into(),
+            local_endpoints: 1,
+        }
+    );
+    // Cluster policy: no health check.
+    let mut cluster = svc.clone();
+    cluster.spec.as_mut().unwrap().external_traffic_policy = Some("Cluster".into());
+    planner.apply_service(&cluster);
+    assert!(planner.health_checks().is_empty());
+}
+
+#[test]
+fn an_endpoint_that_leaves_gives_its_slot_to_the_last_one() {
+    let three = |ips: &[&str]| {
+        let eps: Vec<(&str, &str, bool)> = ips.iter().map(|ip| (*ip, "node-1", true)).collect();
+        slice("service-test", "http", "TCP", 8080, &eps)
+    };
+    let mut planner = Planner::new(node());
+    planner.apply_service(&service_test(json!({})));
+    planner.apply_slice(&three(&["10.0.1.2", "10.0.1.3", "10.0.1.4"]));
+    let slots = |p: &Planner| -> Vec<String> {
+        (0..)
+            .map_while(|i| {
+                p.ruleset().sets["endpoints-tcp"]
+                    .elements
+                    .get(&format!("10.3.241.152 . 80 . {i}"))
+                    .cloned()
+            })
+            .collect()
+    };
+    assert_eq!(
+        slots(&planner),
+        ["10.0.1.2 . 8080", "10.0.1.3 . 8080", "10.0.1.4 . 8080"]
+    );
+    let _ = planner.take_touched();
+    planner.apply_slice(&three(&["10.0.1.3", "10.0.1.4"]));
+    assert_eq!(slots(&planner), ["10.0.1.4 . 8080", "10.0.1.3 . 8080"]);
+    let touched = planner.take_touched();
+    let slot_keys: Vec<&String> = touched
+        .elements
+        .iter()
+        .filter(|(set, _)| set == "endpoints-tcp")
+        .map(|(_, k)| k)
+        .collect();
+    assert_eq!(
+        slot_keys,
+        ["10.3.241.152 . 80 . 0", "10.3.241.152 . 80 . 2"]
+    );
+    // A newcomer takes the next slot.
+    planner.apply_slice(&three(&["10.0.1.3", "10.0.1.4", "10.0.1.9"]));
+    assert_eq!(
+        slots(&planner),
+        ["10.0.1.4 . 8080", "10.0.1.3 . 8080", "10.0.1.9 . 8080"]
+    );
+}
+
+#[test]
+fn the_drift_check_lists_nothing_while_the_generation_stands_still() {
+    let fw = RecordingFirewall::default();
+    fw.record.lock().unwrap().generation = Some(41);
+    let mut proxier = Proxier::new(fw.clone());
+    proxier
+        .sync(desired(&node(), &[service_test(json!({}))], &[two_pods()]))
+        .unwrap();
+    // No listing is set (it would say "absent"), and none is read: the
+    // generation is still the one our transaction made.
+    assert!(!proxier.check().unwrap());
+    // Someone else commits: now the listing is read, finds no table and
+    // the proxier rebuilds it.
+    fw.record.lock().unwrap().generation = Some(1000);
+    assert!(proxier.check().unwrap());
+    assert_eq!(fw.record.lock().unwrap().scripts.len(), 2);
+    // Unknown generations always mean a listing.
+    let fw = RecordingFirewall::default();
+    let mut proxier = Proxier::new(fw.clone());
+    proxier
+        .sync(desired(&node(), &[service_test(json!({}))], &[two_pods()]))
+        .unwrap();
+    assert!(proxier.check().unwrap());
 }
