@@ -198,3 +198,39 @@ pub fn decode_access_review(body: &[u8]) -> Result<Value, DecodeError> {
         "spec": spec,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A length-delimited field.
+    fn field(tag: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![(tag << 3) | 2, u8::try_from(bytes.len()).unwrap()];
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    #[test]
+    fn access_reviews_decode_to_their_spec() {
+        let attrs = [
+            field(1, b"default"),
+            field(2, b"create"),
+            field(5, b"services"),
+        ]
+        .concat();
+        let review = field(2, &field(1, &attrs));
+        let type_meta = [
+            field(1, b"authorization.k8s.io/v1"),
+            field(2, b"SelfSubjectAccessReview"),
+        ]
+        .concat();
+        let body = [MAGIC.as_slice(), &field(1, &type_meta), &field(2, &review)].concat();
+        let decoded = decode_access_review(&body).unwrap();
+        assert_eq!(decoded["kind"], "SelfSubjectAccessReview");
+        assert_eq!(
+            decoded["spec"]["resourceAttributes"],
+            serde_json::json!({"namespace": "default", "verb": "create", "resource": "services"})
+        );
+        assert!(decode_access_review(b"{}").is_err());
+    }
+}
