@@ -11,8 +11,8 @@
 //! from the client pod's own namespace and from node 2, a new Service
 //! appears and a deleted one turns NXDOMAIN (the times are printed).
 //!
-//! Whether HTTP to the ClusterIP works is the service dataplane's
-//! business; this test checks name resolution only.
+//! Last, the article's own request: `http://service-test/` by its short
+//! name, resolved by the pod's resolver and carried by the node's DNAT.
 //!
 //! Root only: without root the test prints `SKIP: needs root` and passes,
 //! except under `CI=true`; without `$KNIT_KUBECTL` it SKIPs the same way.
@@ -117,6 +117,8 @@ spec:
       check missing nothere.default.svc.cluster.local
       check aaaa service-test.default.svc.cluster.local AAAA
       check tcp +tcp service-test.default.svc.cluster.local
+      echo "== http"
+      python3 -c 'import urllib.request; print("BODY", urllib.request.urlopen("http://service-test/", timeout=5).read().decode().strip())' 2>&1
       echo "== DONE"
       sleep 3600
 "#;
@@ -342,6 +344,13 @@ fn pods_resolve_cluster_names_from_their_own_node() {
                 .unwrap_or_else(|| panic!("no {what} in:\n{log}")),
         )
     };
+    // The article's request: the service by its short name, on port 80,
+    // through the name the pod's resolver finds and the node's DNAT.
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("BODY <p>Hello from service-test-")),
+        "the request to http://service-test/ failed:\n{log}"
+    );
     let fqdn = "service-test.default.svc.cluster.local.";
 
     // resolv.conf and hosts as the kubelet writes them.

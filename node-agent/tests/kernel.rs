@@ -119,6 +119,14 @@ fn check_sandbox(
         eth0.kind.as_deref() == Some("veth") && eth0.up && eth0.mtu == MTU,
         "{eth0:?}"
     );
+    // The MAC follows the IP, so a reused address keeps its neighbours'
+    // ARP entries right.
+    let [a, b, c, d] = plan.pod_address.addr().octets();
+    ensure!(
+        eth0.mac == Some([0x0a, 0x58, a, b, c, d]),
+        "eth0's MAC {:?}",
+        eth0.mac
+    );
     ensure!(pod.link("lo")?.context("lo")?.up, "lo is down");
     let addrs = ipv4_addresses(&pod.addresses("eth0")?);
     ensure!(addrs == vec![plan.pod_address], "eth0 addresses {addrs:?}");

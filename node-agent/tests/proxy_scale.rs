@@ -14,7 +14,9 @@ use anyhow::Result;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use knit_node_agent::netns::{self, LinuxNetns, Netns};
-use knit_node_agent::proxy::{Firewall, LinuxFirewall, NodeInfo, Planner, Proxier, SyncKind};
+use knit_node_agent::proxy::{
+    Firewall, LinuxFirewall, NodeInfo, Planner, Proxier, SyncKind, render,
+};
 use serde_json::json;
 
 struct Gone(String);
@@ -34,11 +36,12 @@ fn service(i: usize) -> Service {
     .unwrap()
 }
 
-/// Service `i`'s slice, without endpoint `skip` if given.
+/// Service `i`'s slice, without endpoint `skip` if given. Endpoint `e`
+/// runs on node `n<e>`: one in ten is on the node under test, `n0`.
 fn slice(i: usize, skip: Option<usize>) -> EndpointSlice {
     let eps: Vec<_> = (0..10)
         .filter(|e| skip != Some(*e))
-        .map(|e| json!({"addresses": [format!("10.1.{}.{}", i / 25 % 256, (i % 25) * 10 + e)], "nodeName": "n"}))
+        .map(|e| json!({"addresses": [format!("10.1.{}.{}", i / 25 % 256, (i % 25) * 10 + e)], "nodeName": format!("n{e}")}))
         .collect();
     serde_json::from_value(json!({
         "metadata": {"name": format!("s{i}-x"), "namespace": "default",
@@ -70,7 +73,7 @@ fn full_and_partial_sync_at_scale() -> Result<()> {
     let _gone = Gone(name.clone());
     LinuxNetns::new().create(&name)?;
     let node = NodeInfo {
-        name: "n".into(),
+        name: "n0".into(),
         ips: vec![],
         pod_cidr: "10.0.1.0/24".parse()?,
         cluster_cidr: "10.0.0.0/14".parse()?,
@@ -80,23 +83,29 @@ fn full_and_partial_sync_at_scale() -> Result<()> {
         Path::new(netns::RUN_DIR).join(&name),
     ));
 
+    let services: Vec<Service> = (0..n).map(service).collect();
+    // Service 0 has nine endpoints: at scale every count is in use, so
+    // a service going from ten to nine reuses the pick chain.
+    let slices: Vec<EndpointSlice> = (0..n).map(|i| slice(i, (i == 0).then_some(9))).collect();
     let t = Instant::now();
     let mut planner = Planner::new(node);
     // Slices first, as the agent's first sync has them: each service is
     // then planned once, with its endpoints.
-    // Service 0 has nine endpoints: at scale every count is in use, so
-    // a service going from ten to nine reuses the pick chain.
-    for i in 0..n {
-        planner.apply_slice(&slice(i, (i == 0).then_some(9)));
+    for s in &slices {
+        planner.apply_slice(s);
     }
-    for i in 0..n {
-        planner.apply_service(&service(i));
+    for s in &services {
+        planner.apply_service(s);
     }
     let plan = t.elapsed();
+    let t = Instant::now();
+    let script = render::full(planner.ruleset());
+    let rendering = t.elapsed();
+    drop(script);
     let report = proxier.sync_planned(&mut planner)?;
     assert_eq!(report.kind, SyncKind::Full);
     println!(
-        "{n} services x 10 endpoints: plan {plan:?}, full sync {:?} ({} bytes of nft)",
+        "{n} services x 10 endpoints: plan {plan:?}, full sync {:?} ({} bytes of nft; rendering them takes {rendering:?} of it)",
         report.elapsed, report.script_bytes
     );
 
@@ -106,8 +115,9 @@ fn full_and_partial_sync_at_scale() -> Result<()> {
     for round in 0..10 {
         let i = n / 2 + round;
         for skip in [Some(round % 10), None] {
+            let changed = slice(i, skip);
             let t = Instant::now();
-            planner.apply_slice(&slice(i, skip));
+            planner.apply_slice(&changed);
             plans.push(t.elapsed());
             let report = proxier.sync_planned(&mut planner)?;
             assert_eq!(report.kind, SyncKind::Partial);
@@ -139,9 +149,10 @@ fn full_and_partial_sync_at_scale() -> Result<()> {
     );
 
     // A service added beside them, then removed.
+    let (new_service, new_slice) = (service(n), slice(n, None));
     let t = Instant::now();
-    planner.apply_service(&service(n));
-    planner.apply_slice(&slice(n, None));
+    planner.apply_service(&new_service);
+    planner.apply_slice(&new_slice);
     let report = proxier.sync_planned(&mut planner)?;
     assert_eq!(report.kind, SyncKind::Partial);
     println!("one service added: {:?} (plan included)", t.elapsed());

@@ -2,13 +2,17 @@
 //! (the host's resolv.conf) over one UDP socket, with a cache that keeps
 //! each answer for its smallest TTL (capped) and ages the TTLs it hands
 //! out. One task owns the socket, the outstanding queries and the cache,
-//! so none of it needs a lock; the serving threads send it requests.
+//! so none of it needs a lock; the serving threads send it requests. An
+//! answer too large for UDP, asked for by a TCP client, is asked again
+//! over TCP from the node's namespace.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
@@ -102,8 +106,15 @@ fn cache_key(q: &wire::Query<'_>) -> Vec<u8> {
     key
 }
 
-/// Runs the forwarder until every request sender is gone.
-pub async fn run(upstream: UdpSocket, servers: Vec<SocketAddr>, mut rx: mpsc::Receiver<Request>) {
+/// Runs the forwarder until every request sender is gone; TCP
+/// connections to upstream are opened in `netns` (the node's namespace
+/// file; `None` for the process's own).
+pub async fn run(
+    upstream: UdpSocket,
+    servers: Vec<SocketAddr>,
+    netns: Option<PathBuf>,
+    mut rx: mpsc::Receiver<Request>,
+) {
     let mut pending: HashMap<u16, Pending> = HashMap::new();
     let mut cache: HashMap<Vec<u8>, Cached> = HashMap::new();
     let mut next_id = seed();
@@ -152,7 +163,7 @@ pub async fn run(upstream: UdpSocket, servers: Vec<SocketAddr>, mut rx: mpsc::Re
                     }
                 };
                 query[..2].copy_from_slice(&id.to_be_bytes());
-                let _ = upstream.send_to(&query, servers[0]).await;
+                let sent = sent_at(upstream.send_to(&query, servers[0]).await);
                 pending.insert(id, Pending {
                     client: request.packet,
                     reply: request.reply,
@@ -160,7 +171,7 @@ pub async fn run(upstream: UdpSocket, servers: Vec<SocketAddr>, mut rx: mpsc::Re
                     query,
                     chase,
                     server: 0,
-                    sent: Instant::now(),
+                    sent,
                 });
             }
             got = upstream.recv_from(&mut buf) => {
@@ -195,6 +206,22 @@ pub async fn run(upstream: UdpSocket, servers: Vec<SocketAddr>, mut rx: mpsc::Re
                         cache.insert(p.key, Cached { packet: copy, stored: Instant::now(), ttl: ttl.min(MAX_TTL) });
                     }
                 }
+                if truncated && p.chase.is_none() && matches!(p.reply, ReplyTo::Tcp(_)) {
+                    // The TCP client can take it all: ask again over TCP.
+                    let (netns, truncated) = (netns.clone(), packet.to_vec());
+                    tokio::spawn(async move {
+                        let answer = match ask_tcp(netns, from, &p.query).await {
+                            Ok(answer) => answer,
+                            Err(err) => {
+                                tracing::debug!(upstream = %from, error = %err, "DNS: TCP to upstream");
+                                truncated
+                            }
+                        };
+                        let answer = complete(&p.client, None, answer);
+                        deliver(p.reply, answer, &p.client);
+                    });
+                    continue;
+                }
                 let answer = complete(&p.client, p.chase.as_deref(), packet.to_vec());
                 deliver(p.reply, answer, &p.client);
             }
@@ -208,8 +235,7 @@ pub async fn run(upstream: UdpSocket, servers: Vec<SocketAddr>, mut rx: mpsc::Re
                     let p = pending.get_mut(&id).expect("listed above");
                     if p.server + 1 < servers.len() {
                         p.server += 1;
-                        p.sent = Instant::now();
-                        let _ = upstream.send_to(&p.query, servers[p.server]).await;
+                        p.sent = sent_at(upstream.send_to(&p.query, servers[p.server]).await);
                     } else {
                         let p = pending.remove(&id).expect("listed above");
                         // A chase that found nothing still has its CNAME.
@@ -251,6 +277,57 @@ fn complete(client: &[u8], chase: Option<&[u8]>, mut upstream: Vec<u8>) -> Vec<u
         out[3] = (out[3] & 0xf0) | NXDOMAIN;
     }
     out
+}
+
+/// How long a TCP exchange with an upstream resolver may take.
+const TCP_WAIT: Duration = Duration::from_secs(3);
+
+/// Asks `server` over TCP, connecting from `netns`; the answer.
+async fn ask_tcp(
+    netns: Option<PathBuf>,
+    server: SocketAddr,
+    query: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    let connect = move || std::net::TcpStream::connect_timeout(&server, TCP_WAIT);
+    // The socket must be made inside the node's namespace: on a thread of
+    // its own, never on a tokio worker.
+    let stream = tokio::task::spawn_blocking(move || match &netns {
+        Some(file) => crate::netns::run_in(file, connect).map_err(std::io::Error::other)?,
+        None => connect(),
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    stream.set_nonblocking(true)?;
+    let mut stream = tokio::net::TcpStream::from_std(stream)?;
+    let exchange = async {
+        let mut framed = Vec::with_capacity(query.len() + 2);
+        framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
+        framed.extend_from_slice(query);
+        stream.write_all(&framed).await?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).await?;
+        let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = tokio::time::timeout(TCP_WAIT, exchange)
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    if answer.len() < HEADER || answer[..2] != query[..2] {
+        return Err(std::io::Error::other("not the answer to our query"));
+    }
+    Ok(answer)
+}
+
+/// When a query counts as sent: now, or — when the send failed (no
+/// route to that resolver) — long enough ago that the next tick moves on
+/// to the next resolver instead of waiting out its time.
+fn sent_at(sent: std::io::Result<usize>) -> Instant {
+    let now = Instant::now();
+    match sent {
+        Ok(_) => now,
+        Err(_) => now.checked_sub(UPSTREAM_WAIT).unwrap_or(now),
+    }
 }
 
 /// A start for the id sequence that differs between runs.

@@ -98,7 +98,9 @@ pub fn ensure_link(nl: &impl Netlink, addr: Ipv4Addr) -> crate::Result<Vec<Strin
     Ok(changes)
 }
 
-/// Binds the server's sockets on `addr`, plus one for asking upstream.
+/// Binds the server's sockets on `addr`, plus one for asking upstream, in
+/// the calling thread's namespace (`netns` is left `None` for the caller
+/// to fill in).
 pub fn bind(addr: SocketAddr) -> Result<Sockets, DnsError> {
     let err = |source| DnsError::Bind { addr, source };
     let any = SocketAddr::new(
@@ -112,6 +114,7 @@ pub fn bind(addr: SocketAddr) -> Result<Sockets, DnsError> {
         udp: UdpSocket::bind(addr).map_err(err)?,
         tcp: TcpListener::bind(addr).map_err(err)?,
         upstream: UdpSocket::bind(any).map_err(err)?,
+        netns: None,
     })
 }
 
@@ -179,7 +182,10 @@ async fn start(
     }
     let addr = SocketAddr::from((ip, PORT));
     let sockets = match &config.node_netns {
-        Some(file) => netns::run_in(file, move || bind(addr))??,
+        Some(file) => Sockets {
+            netns: Some(file.clone()),
+            ..netns::run_in(file, move || bind(addr))??
+        },
         None => bind(addr)?,
     };
     Server::start(sockets, published, upstreams, udp_threads())

@@ -141,6 +141,9 @@ pub struct Sockets {
     pub tcp: StdTcpListener,
     /// An unconnected UDP socket for asking upstream resolvers.
     pub upstream: StdUdpSocket,
+    /// The namespace the sockets were made in (a file), where TCP
+    /// connections to upstream are opened too; `None` for the process's.
+    pub netns: Option<std::path::PathBuf>,
 }
 
 /// A running server; dropping it stops the UDP threads (within their
@@ -178,7 +181,7 @@ impl Server {
 
         sockets.upstream.set_nonblocking(true)?;
         let upstream = tokio::net::UdpSocket::from_std(sockets.upstream)?;
-        tasks.spawn(forward::run(upstream, upstreams, fwd_rx));
+        tasks.spawn(forward::run(upstream, upstreams, sockets.netns, fwd_rx));
 
         sockets.tcp.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(sockets.tcp)?;

@@ -220,3 +220,91 @@ fn the_link_holds_the_address_once() {
     );
     assert!(ensure_link(&nl, ip).unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_skipped_at_once() {
+    let published = Arc::new(Published::new(index(&Sources::default(), 1)));
+    let sockets = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = sockets.udp.local_addr().unwrap();
+    let (upstream, asked) = fake_upstream();
+    // Sending to the broadcast address without SO_BROADCAST fails at
+    // once (EACCES), as a resolver without a route does.
+    let dead: SocketAddr = "255.255.255.255:53".parse().unwrap();
+    let _server = Server::start(sockets, published, vec![dead, upstream], 1).unwrap();
+    let start = std::time::Instant::now();
+    let q = query(6, "example.org", TYPE_A, None);
+    let d = tokio::task::spawn_blocking(move || udp_ask(addr, &q))
+        .await
+        .unwrap();
+    assert_eq!((d.id, d.rcode), (6, NOERROR));
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    assert!(
+        start.elapsed() < Duration::from_millis(1000),
+        "{:?}: the dead resolver's full wait was not skipped",
+        start.elapsed()
+    );
+}
+
+/// An upstream whose answer (100 A records) is too large for UDP: over UDP
+/// it sends TC, over TCP (same port) the whole answer.
+fn big_upstream() -> SocketAddr {
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = udp.local_addr().unwrap();
+    let tcp = std::net::TcpListener::bind(addr).unwrap();
+    let answer = |packet: &[u8], full: bool| {
+        let q = wire::parse_query(packet).unwrap();
+        let mut out = Vec::new();
+        let mut r = wire::Response::new(&mut out, &q, false, NOERROR);
+        if full {
+            for i in 0..100u8 {
+                let a = Ipv4Addr::new(192, 0, 2, i).into();
+                r.address(wire::Section::Answer, wire::QNAME_AT, 60, a);
+            }
+        } else {
+            r.set_tc();
+        }
+        r.finish(None, 65_535);
+        out
+    };
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, peer)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(&answer(&buf[..n], false), peer);
+        }
+    });
+    std::thread::spawn(move || {
+        for mut conn in tcp.incoming().flatten() {
+            let mut len = [0u8; 2];
+            conn.read_exact(&mut len).unwrap();
+            let mut packet = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            conn.read_exact(&mut packet).unwrap();
+            let out = answer(&packet, true);
+            let mut framed = (out.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&out);
+            conn.write_all(&framed).unwrap();
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_too_large_for_udp_come_over_tcp_from_upstream() {
+    let published = Arc::new(Published::new(index(&Sources::default(), 1)));
+    let sockets = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (udp_addr, tcp_addr) = (
+        sockets.udp.local_addr().unwrap(),
+        sockets.tcp.local_addr().unwrap(),
+    );
+    let _server = Server::start(sockets, published, vec![big_upstream()], 1).unwrap();
+    let q = query(7, "big.example", TYPE_A, None);
+    let d = tokio::task::spawn_blocking(move || udp_ask(udp_addr, &q))
+        .await
+        .unwrap();
+    assert_ne!(d.flags & 0x0200, 0, "TC over UDP");
+    let q = query(8, "big.example", TYPE_A, None);
+    let d = tokio::task::spawn_blocking(move || tcp_ask(tcp_addr, &q))
+        .await
+        .unwrap();
+    assert_eq!((d.id, d.rcode, d.flags & 0x0200), (8, NOERROR, 0));
+    assert_eq!(d.answers.len(), 100);
+}

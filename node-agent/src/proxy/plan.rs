@@ -24,7 +24,8 @@
 //! slots, and the dispatch element when N changes) and never reads or
 //! writes a chain of another service. Hairpin traffic (a pod reaching
 //! itself through a service) is masqueraded in postrouting by the
-//! `hairpin` set, an `addr . addr` pair per endpoint on this node.
+//! `hairpin` set, an `addr . addr` pair per endpoint in the node's pod
+//! CIDR.
 //!
 //! Services with `sessionAffinity: ClientIP` keep kube-proxy's shape,
 //! which needs per-endpoint state: entry chains `aff-cluster-<id>` /
@@ -944,8 +945,10 @@ fn service_port(node: &NodeInfo, sp: &ServicePort, prev: Option<&Fragment>, out:
         return;
     }
 
+    // Only this node's pods can loop back through cbr0; host-network
+    // endpoints reaching themselves stay on the node.
     for ep in &sp.endpoints {
-        if ep.local || node.pod_cidr.contains(&ep.ip) {
+        if node.pod_cidr.contains(&ep.ip) {
             out.element("hairpin", format!("{} . {}", ep.ip, ep.ip), "");
         }
     }

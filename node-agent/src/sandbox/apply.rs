@@ -152,7 +152,14 @@ pub fn apply_sandbox<N: Netns>(
     let inner = pod
         .link(&plan.pod_interface)?
         .ok_or_else(|| Error::NoLink(plan.pod_interface.clone()))?;
-    ensure_link(&pod, &inner, plan.mtu, None, None, &mut changes)?;
+    ensure_link(
+        &pod,
+        &inner,
+        plan.mtu,
+        None,
+        Some(plan.pod_mac),
+        &mut changes,
+    )?;
     ensure_only_address(
         &pod,
         &plan.pod_interface,

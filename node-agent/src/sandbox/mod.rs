@@ -168,6 +168,12 @@ pub struct SandboxPlan {
     pub pod_interface: String,
     /// The pod's address, with the node CIDR's prefix.
     pub pod_address: Ipv4Net,
+    /// The Ethernet address of the pod's interface, derived from its IP
+    /// (as the bridge's is): a pod that gets the address of a pod just
+    /// deleted also gets its MAC, so the neighbours' ARP caches (the
+    /// node's, the other pods') stay right instead of pointing at a gone
+    /// interface until they expire.
+    pub pod_mac: [u8; 6],
     /// The bridge's address, the pod's default gateway.
     pub gateway: Ipv4Addr,
     /// The pod's routes besides the kernel's subnet route.
@@ -248,6 +254,7 @@ pub fn pod_sandbox(
         hairpin: true,
         pod_interface: POD_INTERFACE.to_string(),
         pod_address: Ipv4Net::new(pod_ip, node_cidr.prefix_len()).expect("prefix from a CIDR"),
+        pod_mac: mac_for(pod_ip),
         gateway,
         routes: vec![default_route],
     })

@@ -222,6 +222,7 @@ fn sandbox_apply_builds_everything_once_and_remove_leaves_nothing() {
     node: set hairpin VETH on
     node: set link VETH up
     knit-UID: set link lo up
+    knit-UID: set link eth0 address 0a:58:0a:00:01:02
     knit-UID: add address 10.0.1.2/24 dev eth0
     knit-UID: set link eth0 up
     knit-UID: add route default via 10.0.1.1 dev eth0 proto 107
