@@ -483,8 +483,8 @@ fn node_ports_policies_and_readiness() {
 /// Session affinity pins a client to one pod; a UDP flow whose endpoint
 /// is deleted moves to a live one (its conntrack entry is cleared); a
 /// client loop runs through a SIGKILLed and restarted agent without a
-/// failed request, and through the table deleted by hand, which the agent
-/// repairs.
+/// failed request and a connection opened before the kill still works
+/// after the restart; a table deleted by hand is repaired by the agent.
 #[test]
 fn affinity_udp_and_agent_faults() {
     let Some((lab, kubectl)) = lab_with_kubectl(42, 2) else {
@@ -566,6 +566,14 @@ fn affinity_udp_and_agent_faults() {
         &client_ns,
         &json!({"do": "loop", "url": url, "seconds": 6, "every": 0.05}),
     );
+    let echo_ip = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let held = client_in_background(
+        &client_ns,
+        &json!({"do": "hold", "host": echo_ip, "port": 80, "seconds": 5}),
+    );
     std::thread::sleep(Duration::from_millis(500));
     let args = lab.kill_agent(1);
     std::thread::sleep(Duration::from_millis(1000));
@@ -580,6 +588,13 @@ fn affinity_udp_and_agent_faults() {
     assert!(
         failed.is_empty(),
         "requests failed across the agent restart: {failed:?}"
+    );
+    // A connection established before the kill still carries a request
+    // after the restart (its conntrack entry and DNAT outlive the agent).
+    let r = finish(held, Duration::from_secs(30));
+    assert!(
+        r["status"].as_str().is_some_and(|s| s.ends_with("200 OK")),
+        "the connection held across the restart: {r}"
     );
 
     // The table deleted by hand: the agent puts it back.

@@ -18,26 +18,26 @@
 //! - [`containers`]: the [`Containers`](containers::Containers) trait, the
 //!   boundary between the agent's loop and the process runtime.
 //! - [`proxy`]: the service dataplane, kube-proxy's job: Services and
-//!   EndpointSlices planned into one nftables table `ip knit` (O(1)
-//!   dispatch maps, per-service chains, random endpoint choice, policies,
-//!   affinity, masquerading) and applied as one `nft` transaction per
-//!   sync, with drift repair and UDP conntrack cleanup.
+//!   EndpointSlices planned, one service at a time, into one nftables
+//!   table `ip knit` (O(1) dispatch maps, endpoints as map elements picked
+//!   at random, policies, affinity, masquerading) and applied as one `nft`
+//!   transaction per sync, with drift repair and UDP conntrack cleanup.
+//! - [`dns`]: cluster DNS, answered by every agent for its own pods on the
+//!   `kube-dns` address from an index of Services and EndpointSlices.
 //! - [`runtime`]: [`ProcessRuntime`](runtime::ProcessRuntime), which runs
 //!   containers as processes in their pod's namespaces (restarts, back-off,
 //!   CRI-format logs, re-adoption after an agent restart), and [`probe`]:
 //!   startup, liveness and readiness probes.
 //!
-//! Nothing here talks to the API server; the agent's watch loop builds on
-//! these pieces: on each pod bound to the node, `pod_sandbox` +
-//! `apply_sandbox` (under `spawn_blocking`, with one long-lived
+//! [`agent`] is where the API comes in: its watch loop drives these pieces
+//! for the pods bound to the node — `pod_sandbox` + `apply_sandbox` (under
+//! `spawn_blocking`, a few at a time, with one long-lived
 //! [`LinuxNetlink::current`](netlink::LinuxNetlink::current) handle for
-//! the node), `remove_sandbox` when it goes, and at start a sweep of
-//! [`Netns::list`](netns::Netns::list) through
+//! the node), the runtime, `remove_sandbox` when a pod goes, and at start a
+//! sweep of [`Netns::list`](netns::Netns::list) through
 //! [`SandboxNames::uid_of`](sandbox::SandboxNames::uid_of) to remove the
-//! sandboxes of pods that no longer exist. The process runtime can enter a
-//! sandbox with [`netns::run_in`] or by the `/run/netns/<name>` file; the
-//! host-gw routes fit [`Netlink::add_route`](netlink::Netlink::add_route)
-//! with [`PROTO_KNIT`](netlink::PROTO_KNIT).
+//! sandboxes of pods that no longer exist — and its `services` module and
+//! [`dns`] keep their own watches of Services and EndpointSlices.
 
 pub mod agent;
 pub mod containers;

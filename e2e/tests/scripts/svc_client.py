@@ -13,6 +13,10 @@ duration, and every socket has a timeout.
       GETs every 50 ms until one succeeds or S seconds pass.
   {"do": "loop", "url": U, "seconds": S, "every": E}
       A GET every E seconds for S seconds; each outcome with its time.
+  {"do": "hold", "host": H, "port": P, "seconds": S}
+      One TCP connection, opened at once and used only after S seconds
+      (an HTTP/1.0 GET on it): whether a connection established before
+      something happened still works after it.
   {"do": "udp", "host": H, "port": P, "seconds": S, "every": E}
       One UDP socket (one source port, so one conntrack entry) sending a
       datagram every E seconds for S seconds; each answer or timeout.
@@ -90,6 +94,21 @@ def loop(url, seconds, every):
     return {"outcomes": outcomes}
 
 
+def hold(host, port, seconds):
+    sock = socket.create_connection((host, port), timeout=3)
+    time.sleep(seconds)
+    sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    data = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    sock.close()
+    head, _, body = data.decode().partition("\r\n\r\n")
+    return {"status": head.split("\r\n")[0], "body": body.strip()}
+
+
 def udp(host, port, seconds, every):
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(every)
@@ -111,7 +130,7 @@ def main():
     args = json.loads(sys.argv[1])
     what = args.pop("do")
     result = {"http": http, "connect": connect, "until_http": until_http,
-              "loop": loop, "udp": udp}[what](**args)
+              "loop": loop, "hold": hold, "udp": udp}[what](**args)
     print(json.dumps(result), flush=True)
 
 

@@ -9,7 +9,7 @@
 //!
 //! - [`wire`]: the DNS wire format, allocation-light.
 //! - [`records`]: the pure core — Services and EndpointSlices reduced to
-//!   records, an [`Index`](records::Index) of the zone's names, and the
+//!   records, an [`Index`] of the zone's names, and the
 //!   answer to one question by the Kubernetes DNS specification.
 //! - [`watch`]: the Service and EndpointSlice watches that rebuild and
 //!   publish the index after each batch of changes.

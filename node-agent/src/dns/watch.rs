@@ -1,6 +1,6 @@
 //! Keeps the published index in step with the API: one watch on Services
 //! and one on EndpointSlices, each event turned into the small records of
-//! [`records`](super::records) at once (the objects are not kept), and
+//! [`records`] at once (the objects are not kept), and
 //! the index rebuilt and published after each batch of events that arrive
 //! together. A rebuild of a few thousand Services takes milliseconds, so a
 //! change is in the answers well within the 100 ms the cluster expects.

@@ -1,6 +1,6 @@
 //! The process runtime: [`ProcessRuntime`] runs each container of a pod as
 //! a process in the pod's sandbox and implements
-//! [`Containers`](crate::containers::Containers) for the agent's loop.
+//! [`Containers`] for the agent's loop.
 //!
 //! knit runs no images: a container's `image` is recorded in its status
 //! and never pulled; its `command` + `args` (with Kubernetes' `$(VAR)`
