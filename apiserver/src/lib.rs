@@ -6,6 +6,7 @@
 //! subresource) and dispatched by verb to the generic object path in
 //! `objects`, to `watch`, or to a subresource.
 
+pub mod auth;
 pub mod discovery;
 pub mod meta;
 pub mod namespaces;
@@ -76,6 +77,10 @@ pub struct AppState {
     pub namespaces: Arc<namespaces::NamespaceCache>,
     /// ClusterIPs and NodePorts, taken by service admission.
     pub services: Arc<services::ServiceAllocator>,
+    /// How `pods/log` reaches node agents: TLS trusting the cluster CA
+    /// with the API server's client certificate; plain HTTP when `None`
+    /// (in-process tests).
+    pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl AppState {
@@ -96,6 +101,7 @@ impl AppState {
             config: Arc::new(config),
             shutdown: rx,
             namespaces: Arc::default(),
+            kubelet_tls: None,
         };
         Ok((state, tx))
     }
@@ -194,7 +200,7 @@ fn discovery_root(path: &str, headers: &http::HeaderMap) -> Response {
 
 /// Splits `/api/v1/...` and `/apis/<group>/<version>/...` into group,
 /// version and the rest.
-fn split_path(path: &str) -> Option<(&str, Option<&str>, Vec<&str>)> {
+pub(crate) fn split_path(path: &str) -> Option<(&str, Option<&str>, Vec<&str>)> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segments.as_slice() {
         ["api", rest @ ..] => match rest {

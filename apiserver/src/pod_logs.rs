@@ -14,6 +14,7 @@
 //! as a 400 for a container still waiting to start) is passed on with its
 //! code and text.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -89,7 +90,7 @@ pub async fn get(
     if !forwarded.is_empty() {
         path = format!("{path}?{}", forwarded.join("&"));
     }
-    proxy(&ip, port, &path).await
+    proxy(state.kubelet_tls.clone(), &ip, port, &path).await
 }
 
 /// kube-apiserver's checks of `PodLogOptions`.
@@ -181,6 +182,27 @@ fn container_of(pod: &Value, name: &str, asked: &str) -> Result<String> {
     }
 }
 
+/// An HTTP/1 connection over `io`, driven on its own task: it runs as
+/// long as the body streams; the client hanging up drops the body and
+/// with it this connection.
+async fn handshake<T>(
+    io: T,
+    failed: impl Fn(String) -> ApiError,
+) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, "pods/log connection to the node ended");
+        }
+    });
+    Ok(sender)
+}
+
 /// The node's `InternalIP` (else its first address) and kubelet port.
 fn kubelet_address(node: &Value) -> Option<(String, u16)> {
     let addresses = node["status"]["addresses"].as_array()?;
@@ -198,14 +220,21 @@ fn kubelet_address(node: &Value) -> Option<(String, u16)> {
     Some((ip, port))
 }
 
-/// GETs `path` from the node and hands its body on as it arrives.
-async fn proxy(ip: &str, port: u16, path: &str) -> Result<Response> {
+/// GETs `path` from the node and hands its body on as it arrives; over
+/// TLS when `tls` is given, verifying the node's certificate for `ip`.
+async fn proxy(
+    tls: Option<Arc<rustls::ClientConfig>>,
+    ip: &str,
+    port: u16,
+    path: &str,
+) -> Result<Response> {
     let host = if ip.contains(':') {
         format!("[{ip}]:{port}")
     } else {
         format!("{ip}:{port}")
     };
-    let url = format!("http://{host}{path}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{host}{path}");
     let failed = |why: String| ApiError::Internal(format!("Get \"{url}\": {why}"));
     let stream = match tokio::time::timeout(
         CONNECT_TIMEOUT,
@@ -224,16 +253,21 @@ async fn proxy(ip: &str, port: u16, path: &str) -> Result<Response> {
         }
         Err(_) => return Err(failed(format!("dial tcp {host}: i/o timeout"))),
     };
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    // The connection runs as long as the body streams; the client hanging
-    // up drops the body and with it this connection.
-    tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            tracing::debug!(error = %err, "pods/log connection to the node ended");
+    let mut sender = match tls {
+        Some(tls) => {
+            let name = ip
+                .parse::<std::net::IpAddr>()
+                .map(rustls::pki_types::ServerName::from)
+                .map_err(|e| failed(e.to_string()))?;
+            let connector = tokio_rustls::TlsConnector::from(tls);
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, stream))
+                .await
+                .map_err(|_| failed("TLS handshake timeout".to_string()))?
+                .map_err(|e| failed(format!("tls: {e}")))?;
+            handshake(stream, failed).await?
         }
-    });
+        None => handshake(stream, failed).await?,
+    };
     let request = http::Request::builder()
         .method(Method::GET)
         .uri(path)

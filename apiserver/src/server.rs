@@ -1,17 +1,20 @@
 //! Running the API server: the store in the data dir, the initial
-//! namespaces, background tasks, the listening socket, the admin
-//! kubeconfig, and a clean shutdown.
-//!
-//! Plain HTTP for now; TLS and authentication will wrap the listener here.
+//! namespaces, background tasks, the cluster CA and certificates, the
+//! HTTPS socket with authentication and authorization around the router,
+//! the admin and controllers kubeconfigs, the join token, and a clean
+//! shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
+use crate::auth::pki::{self, Issued, Pki, PkiError};
+use crate::auth::tls::{Peer, TlsError, TlsListener};
+use crate::auth::tokens::{JoinToken, TokenError, Tokens};
+use crate::auth::{Guard, Identity, InProcess, authz, limits};
 use crate::store::sqlite::{History, SqliteStore};
 use crate::{ApiConfig, AppState, namespaces, router, services};
 
@@ -22,6 +25,31 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub history: History,
     pub api: ApiConfig,
+    pub security: SecurityConfig,
+}
+
+/// Authentication and limits.
+#[derive(Debug, Clone)]
+pub struct SecurityConfig {
+    /// Static bearer tokens (`token,user,uid,"groups"` lines).
+    pub token_auth_file: Option<PathBuf>,
+    /// More names or addresses the serving certificate must cover.
+    pub extra_sans: Vec<String>,
+    /// Short requests in flight before 429s.
+    pub max_inflight: usize,
+    /// Watches one user may keep open.
+    pub max_watches_per_user: usize,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            token_auth_file: None,
+            extra_sans: Vec::new(),
+            max_inflight: limits::DEFAULT_MAX_INFLIGHT,
+            max_watches_per_user: limits::DEFAULT_MAX_WATCHES_PER_USER,
+        }
+    }
 }
 
 /// Why the server could not start or stopped with an error.
@@ -45,6 +73,30 @@ pub enum ServerError {
     },
     #[error("serving failed: {0}")]
     Serve(std::io::Error),
+    #[error("certificates: {0}")]
+    Pki(#[from] PkiError),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("tokens: {0}")]
+    Tokens(#[from] TokenError),
+}
+
+/// The admin's user name (kubeadm's).
+pub const ADMIN_USER: &str = "kubernetes-admin";
+
+/// Where the CA, certificates and keys live in a data dir.
+pub fn tls_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("tls")
+}
+
+/// The file holding the join token in a data dir.
+pub fn join_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("join-token")
+}
+
+/// The path of the controllers' kubeconfig in a data dir.
+pub fn controllers_kubeconfig_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("controllers.kubeconfig")
 }
 
 /// The path of the admin kubeconfig in a data dir.
@@ -52,8 +104,11 @@ pub fn kubeconfig_path(data_dir: &Path) -> PathBuf {
     data_dir.join("admin.kubeconfig")
 }
 
-/// A kubeconfig that points kubectl at `server` as the admin.
-pub fn admin_kubeconfig(server: &str) -> String {
+/// A kubeconfig for `server`, trusting `ca_pem`, as the holder of the
+/// client certificate `credential`.
+pub fn kubeconfig(server: &str, ca_pem: &str, user: &str, credential: &Issued) -> String {
+    use base64::Engine;
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
     format!(
         "apiVersion: v1
 kind: Config
@@ -61,18 +116,53 @@ clusters:
 - name: knit
   cluster:
     server: {server}
+    certificate-authority-data: {ca}
 contexts:
 - name: knit
   context:
     cluster: knit
-    user: admin
+    user: {user}
     namespace: default
 current-context: knit
 users:
-- name: admin
-  user: {{}}
-"
+- name: {user}
+  user:
+    client-certificate-data: {cert}
+    client-key-data: {key}
+",
+        ca = b64(ca_pem),
+        cert = b64(&credential.cert_pem),
+        key = b64(&credential.key_pem),
     )
+}
+
+/// The names the serving certificate covers: loopback, the listen
+/// address, the in-cluster names of the `kubernetes` Service and its
+/// ClusterIP, and whatever the operator adds.
+fn serving_names(
+    listen: SocketAddr,
+    service_ip: std::net::IpAddr,
+    extra: &[String],
+) -> Vec<String> {
+    let mut names: Vec<String> = [
+        "127.0.0.1",
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    names.push(service_ip.to_string());
+    if listen.ip().is_unspecified() {
+        names.push("::1".to_owned());
+    } else {
+        names.push(listen.ip().to_string());
+    }
+    names.extend(extra.iter().cloned());
+    names.dedup();
+    names
 }
 
 /// The URL clients use to reach a listener: a wildcard address is reached
@@ -88,7 +178,7 @@ fn client_url(addr: SocketAddr) -> String {
     } else {
         addr.ip().to_string()
     };
-    format!("http://{host}:{}", addr.port())
+    format!("https://{host}:{}", addr.port())
 }
 
 /// Runs the API server until `shutdown` completes, then stops accepting,
@@ -114,7 +204,7 @@ pub async fn serve_with(
     };
     std::fs::create_dir_all(data_dir).map_err(dir_error)?;
     let store = SqliteStore::open(&data_dir.join("knit.db"), config.history.clone()).await?;
-    let (state, stop) = AppState::new(Arc::new(store), config.api.clone())?;
+    let (mut state, stop) = AppState::new(Arc::new(store), config.api.clone())?;
     services::rebuild_from_store(&state).await?;
     namespaces::bootstrap(&state).await?;
     namespaces::spawn_tasks(&state);
@@ -130,20 +220,65 @@ pub async fn serve_with(
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     services::ensure_kubernetes_service(&state, addr.port()).await?;
     services::ensure_kubernetes_endpoints(&state, addr).await?;
-    let url = client_url(addr);
-    std::fs::write(kubeconfig_path(data_dir), admin_kubeconfig(&url)).map_err(dir_error)?;
-    tracing::info!(%url, data_dir = %data_dir.display(), "knit API server ready");
-    let app = router(state);
-    ready(app.clone());
 
-    // Watch events and responses are small writes: without TCP_NODELAY,
-    // Nagle's algorithm holds them until the peer's delayed ACK (~40 ms).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %err, "cannot set TCP_NODELAY");
-        }
+    let pki = Arc::new(Pki::load_or_create(&tls_dir(data_dir))?);
+    let service_ip = knit_ipam::ClusterIpAllocator::new(state.services.service_cidr())?
+        .first_address()
+        .0;
+    let names = serving_names(addr, service_ip, &config.security.extra_sans);
+    let serving = pki.serving_pair("server", "kube-apiserver", &names)?;
+    let admin = pki.client_pair("admin", ADMIN_USER, &[authz::MASTERS])?;
+    let controllers = pki.client_pair("controllers", authz::CONTROLLERS, &[])?;
+    let join = JoinToken::load_or_create(&join_token_path(data_dir), &pki.ca_hash())?;
+    let tokens = Tokens::load(
+        config.security.token_auth_file.as_deref(),
+        Some(join.clone()),
+    )?;
+
+    let url = client_url(addr);
+    pki::write_private(
+        &kubeconfig_path(data_dir),
+        kubeconfig(&url, pki.ca_pem(), "admin", &admin).as_bytes(),
+    )?;
+    pki::write_private(
+        &controllers_kubeconfig_path(data_dir),
+        kubeconfig(&url, pki.ca_pem(), "controllers", &controllers).as_bytes(),
+    )?;
+    let tls =
+        crate::auth::tls::server_config(pki.ca_pem(), &serving.cert_pem, &serving.key_pem, false)?;
+    tracing::info!(%url, data_dir = %data_dir.display(), "knit API server ready");
+    tracing::info!(
+        "nodes join with: knit agent --server {url} --token {join} (also in {})",
+        join_token_path(data_dir).display()
+    );
+    // kubeadm's apiserver-kubelet-client: what the agents' endpoints accept.
+    let kubelet_client = pki.client_pair(
+        "kubelet-client",
+        "kube-apiserver-kubelet-client",
+        &[authz::MASTERS],
+    )?;
+    state.kubelet_tls = Some(Arc::new(crate::auth::tls::client_config(
+        pki.ca_pem(),
+        Some((&kubelet_client.cert_pem, &kubelet_client.key_pem)),
+    )?));
+    let guard = Arc::new(Guard {
+        state: state.clone(),
+        tokens,
+        pki,
+        limits: limits::Limits::new(
+            config.security.max_inflight,
+            config.security.max_watches_per_user,
+        ),
     });
-    axum::serve(listener, app)
+    let app = crate::auth::secure(router(state), guard);
+    let controllers_identity = Identity::new(authz::CONTROLLERS, Vec::new());
+    ready(
+        app.clone()
+            .layer(axum::Extension(InProcess(controllers_identity))),
+    );
+
+    let listener = TlsListener::new(listener, tls).map_err(ServerError::Serve)?;
+    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down");

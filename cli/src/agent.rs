@@ -1,7 +1,8 @@
 //! `knit agent`: one node. Parses its flags, enters the node's network
-//! namespace (`--netns`) while the process still has one thread, then runs
-//! the node agent's loop ([`knit_node_agent::agent::run`]) with the
-//! process runtime against the API server named by a kubeconfig.
+//! namespace (`--netns`) while the process still has one thread, joins the
+//! cluster with a join token when given one (see [`join`]), then runs the
+//! node agent's loop ([`knit_node_agent::agent::run`]) with the process
+//! runtime against the API server named by its kubeconfig.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -15,9 +16,19 @@ use knit_node_agent::runtime::{Options, ProcessRuntime};
 /// The flags of `knit agent`.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// The kubeconfig of the API server (its server URL and credentials).
-    #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: PathBuf,
+    /// The kubeconfig of the API server (its server URL and credentials);
+    /// not needed with --server and --token.
+    #[arg(long, env = "KUBECONFIG", required_unless_present = "server")]
+    kubeconfig: Option<PathBuf>,
+    /// The API server to join (`https://HOST:PORT`), with --token.
+    #[arg(long, requires = "join_token", value_name = "URL")]
+    server: Option<String>,
+    /// The join token `knit server` printed (`K10<ca-hash>::<id>.<secret>`).
+    #[arg(long, env = "KNIT_TOKEN", group = "join_token", hide_env_values = true)]
+    token: Option<String>,
+    /// A file holding the join token.
+    #[arg(long, group = "join_token", value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// The Node's name.
     #[arg(long)]
     node_name: String,
@@ -67,15 +78,52 @@ pub fn enter_netns(args: &AgentArgs) -> anyhow::Result<()> {
 
 /// Runs the agent until SIGINT/SIGTERM or a fatal error.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)
-        .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .with_context(|| format!("using {}", args.kubeconfig.display()))?;
-    let client = kube::Client::try_from(config).context("building the API client")?;
     let mut config = AgentConfig::new(&args.node_name, args.node_ip);
-    if let Some(dir) = args.state_dir {
-        config.state_dir = dir;
+    if let Some(dir) = &args.state_dir {
+        config.state_dir = dir.clone();
+    }
+    let kubeconfig_path = match (&args.server, &args.kubeconfig) {
+        (Some(server), _) => {
+            let token = match (&args.token, &args.token_file) {
+                (Some(token), _) => token.clone(),
+                (None, Some(file)) => std::fs::read_to_string(file)
+                    .with_context(|| format!("reading {}", file.display()))?,
+                (None, None) => anyhow::bail!("--server needs --token or --token-file"),
+            };
+            crate::join::join(
+                server,
+                &token,
+                &args.node_name,
+                args.node_ip,
+                &config.state_dir,
+            )
+            .await?
+        }
+        (None, Some(path)) => path.clone(),
+        (None, None) => anyhow::bail!("give --kubeconfig, or --server with --token"),
+    };
+    let kubeconfig = kube::config::Kubeconfig::read_from(&kubeconfig_path)
+        .with_context(|| format!("reading {}", kubeconfig_path.display()))?;
+    let kube_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .with_context(|| format!("using {}", kubeconfig_path.display()))?;
+    let client = kube::Client::try_from(kube_config).context("building the API client")?;
+    // A joined node serves its log endpoint with the certificate it got,
+    // to clients the cluster CA vouches for.
+    let (cert_path, key_path) = crate::join::serving_paths(&config.state_dir);
+    let ca_path = crate::join::ca_path(&config.state_dir);
+    if args.server.is_some() && cert_path.is_file() && key_path.is_file() && ca_path.is_file() {
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+        };
+        let tls = knit_apiserver::auth::tls::server_config(
+            &read(&ca_path)?,
+            &read(&cert_path)?,
+            &read(&key_path)?,
+            true,
+        )
+        .context("the node's serving certificate")?;
+        config.tls = Some(tls);
     }
     config.port = args.port;
     config.sandbox_prefix = args.sandbox_prefix;

@@ -4,6 +4,7 @@
 //! lab join them as subcommands.
 
 mod agent;
+mod join;
 mod kubectl;
 mod lab;
 
@@ -15,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use knit_apiserver::ApiConfig;
-use knit_apiserver::server::{ServerConfig, serve_with};
+use knit_apiserver::server::{SecurityConfig, ServerConfig, serve_with};
 use knit_apiserver::store::sqlite::History;
 
 /// The API server allocates and frees a JSON tree per request on every
@@ -102,6 +103,23 @@ struct ServerArgs {
     /// all, `name` to add one, `-name` to leave one out (`*,-scheduler`).
     #[arg(long, default_value = "*", value_name = "LIST")]
     controllers: knit_controllers::Selection,
+    /// A file of static bearer tokens, one `token,user,uid,"group1,group2"`
+    /// per line (kube-apiserver's format).
+    #[arg(long, value_name = "FILE")]
+    token_auth_file: Option<PathBuf>,
+    /// Another name or address the serving certificate must cover
+    /// (repeatable); loopback, the listen address and the in-cluster
+    /// names are always covered.
+    #[arg(long = "tls-san", value_name = "NAME")]
+    tls_sans: Vec<String>,
+    /// Short requests in flight at once; more get 429 (the admin and the
+    /// controllers are exempt).
+    #[arg(long, default_value_t = knit_apiserver::auth::limits::DEFAULT_MAX_INFLIGHT)]
+    max_requests_inflight: usize,
+    /// Watches one user may keep open (the admin and the controllers are
+    /// exempt).
+    #[arg(long, default_value_t = knit_apiserver::auth::limits::DEFAULT_MAX_WATCHES_PER_USER)]
+    max_watches_per_user: usize,
 }
 
 #[derive(Debug, Args)]
@@ -191,6 +209,12 @@ impl ServerArgs {
                 node_ports: self.service_node_port_range,
                 ..ApiConfig::default()
             },
+            security: SecurityConfig {
+                token_auth_file: self.token_auth_file.clone(),
+                extra_sans: self.tls_sans.clone(),
+                max_inflight: self.max_requests_inflight.max(1),
+                max_watches_per_user: self.max_watches_per_user,
+            },
         }
     }
 }
@@ -207,6 +231,9 @@ async fn termination() {
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    // kube's rustls client takes the process default; ring is the only
+    // provider built in, installed before any client exists.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // `knit agent --netns` must switch namespace while this is the only
     // thread, so the runtime is built by hand afterwards.
     if let Command::Agent(args) = &cli.command {

@@ -33,6 +33,7 @@ impl Server {
             listen,
             history: History::default(),
             api: ApiConfig::default(),
+            security: Default::default(),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

@@ -2,15 +2,18 @@
 //! over hyper 1 with pooled keep-alive connections, and a reader for the
 //! newline-delimited JSON that watch endpoints stream.
 //!
-//! It is deliberately small: no TLS, no redirects, no retries of requests that
-//! may have reached the server, so a test sees exactly what the wire did.
+//! It is deliberately small: TLS only against a CA it is given (a knit
+//! cluster's), no redirects, no retries of requests that may have reached
+//! the server, so a test sees exactly what the wire did.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -29,6 +32,9 @@ pub enum HttpError {
     /// The connection broke while the response body was being read.
     #[error("reading the body: {0}")]
     Body(#[from] hyper::Error),
+    /// A kubeconfig or credential could not be used.
+    #[error("credentials: {0}")]
+    Credentials(String),
     /// The server answered, but not with JSON.
     #[error("HTTP {status}: body is not JSON: {body}")]
     NotJson { status: StatusCode, body: String },
@@ -62,12 +68,17 @@ impl JsonResponse {
     }
 }
 
-/// A client bound to one base URL (`http://127.0.0.1:PORT`). Cheap to clone;
-/// clones share the connection pool.
+/// A client bound to one base URL (`https://127.0.0.1:PORT`, or plain
+/// `http://` for etcd's gateway). Cheap to clone; clones share the
+/// connection pool.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     base: String,
+    /// Sent as `Authorization: Bearer` when set.
+    bearer: Option<String>,
+    /// Kept to make clients with pools of their own ([`HttpClient::fresh`]).
+    tls: rustls::ClientConfig,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -79,18 +90,65 @@ impl std::fmt::Debug for HttpClient {
 }
 
 impl HttpClient {
-    /// A client for `base`, e.g. `http://127.0.0.1:6443`, with no trailing slash.
+    /// A plain-HTTP client for `base`, e.g. `http://127.0.0.1:2379`, with
+    /// no trailing slash (an `https://` base fails: it trusts no CA).
     pub fn new(base: impl Into<String>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        Self::with_tls(base, tls)
+    }
+
+    /// A client for `base` that speaks TLS as `tls` says (its roots, its
+    /// client certificate).
+    pub fn with_tls(base: impl Into<String>, mut tls: rustls::ClientConfig) -> Self {
+        // hyper-rustls sets ALPN from the enabled HTTP versions itself.
+        tls.alpn_protocols.clear();
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls.clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
         HttpClient {
             client,
             base: base.into().trim_end_matches('/').to_owned(),
+            bearer: None,
+            tls,
         }
+    }
+
+    /// A client like this one (same server, TLS and token) with a
+    /// connection pool of its own.
+    pub fn fresh(&self) -> Self {
+        Self::with_tls(self.base.clone(), self.tls.clone()).with_bearer(self.bearer.clone())
+    }
+
+    /// A client as a kubeconfig's current context describes it: the
+    /// server, its CA, and the user's client certificate or token.
+    pub fn from_kubeconfig(path: &std::path::Path) -> Result<Self> {
+        let creds = Credentials::read(path)?;
+        let tls = creds.tls_config()?;
+        let mut client = Self::with_tls(creds.server.clone(), tls);
+        client.bearer = creds.token;
+        Ok(client)
+    }
+
+    /// The same client presenting `token` instead (and no certificate
+    /// unless `tls` has one).
+    pub fn with_bearer(mut self, token: Option<String>) -> Self {
+        self.bearer = token;
+        self
     }
 
     /// The base URL requests are relative to.
@@ -110,6 +168,9 @@ impl HttpClient {
             .method(method)
             .uri(format!("{}{}", self.base, path))
             .header(header::ACCEPT, "application/json");
+        if let Some(token) = &self.bearer {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
         if body.is_some() {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
@@ -126,12 +187,15 @@ impl HttpClient {
         content_type: &str,
         body: Bytes,
     ) -> Result<(StatusCode, Bytes)> {
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{}", self.base, path))
             .header(header::ACCEPT, "application/json")
-            .header(header::CONTENT_TYPE, content_type)
-            .body(Full::new(body))?;
+            .header(header::CONTENT_TYPE, content_type);
+        if let Some(token) = &self.bearer {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = req.body(Full::new(body))?;
         let resp = self.client.request(req).await?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
@@ -174,6 +238,69 @@ impl HttpClient {
     ) -> Result<(StatusCode, JsonLines)> {
         let resp = self.send(method, path, body).await?;
         Ok((resp.status(), JsonLines::new(resp.into_body())))
+    }
+}
+
+/// What a kubeconfig's current context says about reaching its server.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub server: String,
+    pub ca_pem: String,
+    pub cert_pem: Option<String>,
+    pub key_pem: Option<String>,
+    pub token: Option<String>,
+}
+
+impl Credentials {
+    /// Reads the current context of the kubeconfig at `path` (inline
+    /// `*-data` fields only, as knit writes them).
+    pub fn read(path: &std::path::Path) -> Result<Self> {
+        use base64::Engine;
+        let bad = |what: &str| HttpError::Credentials(format!("{}: {what}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| bad(&e.to_string()))?;
+        let doc: Value = serde_norway::from_str(&text).map_err(|e| bad(&e.to_string()))?;
+        let current = doc["current-context"]
+            .as_str()
+            .ok_or_else(|| bad("no current-context"))?;
+        let named = |list: &str, name: &str| -> Value {
+            doc[list]
+                .as_array()
+                .and_then(|items| items.iter().find(|i| i["name"].as_str() == Some(name)))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let context = &named("contexts", current)["context"];
+        let cluster =
+            &named("clusters", context["cluster"].as_str().unwrap_or_default())["cluster"];
+        let user = &named("users", context["user"].as_str().unwrap_or_default())["user"];
+        let decode = |v: &Value| -> Result<Option<String>> {
+            let Some(b64) = v.as_str() else {
+                return Ok(None);
+            };
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| bad(&e.to_string()))?;
+            Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Ok(Credentials {
+            server: cluster["server"]
+                .as_str()
+                .ok_or_else(|| bad("no server"))?
+                .to_owned(),
+            ca_pem: decode(&cluster["certificate-authority-data"])?
+                .ok_or_else(|| bad("no certificate-authority-data"))?,
+            cert_pem: decode(&user["client-certificate-data"])?,
+            key_pem: decode(&user["client-key-data"])?,
+            token: user["token"].as_str().map(str::to_owned),
+        })
+    }
+
+    /// A rustls configuration trusting the CA and presenting the client
+    /// certificate, if there is one.
+    pub fn tls_config(&self) -> Result<rustls::ClientConfig> {
+        let identity = self.cert_pem.as_deref().zip(self.key_pem.as_deref());
+        knit_apiserver::auth::tls::client_config(&self.ca_pem, identity)
+            .map_err(|e| HttpError::Credentials(e.to_string()))
     }
 }
 

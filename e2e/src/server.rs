@@ -166,7 +166,9 @@ impl KnitServer {
     }
 
     async fn wait_ready(mut self, timeout: Duration) -> Result<Self> {
-        let client = self.client();
+        // The client exists once the server has written its kubeconfig
+        // (and, after a restart, reuses the one of the same CA).
+        let mut client = None;
         let started = Instant::now();
         loop {
             if let Some(status) = self
@@ -180,11 +182,18 @@ impl KnitServer {
                     log: self.log_tail(4096),
                 });
             }
-            let probe = client.send_bytes(hyper::Method::GET, "/readyz", None);
-            if let Ok(Ok((status, _))) = tokio::time::timeout(Duration::from_secs(1), probe).await
-                && status.is_success()
-            {
-                return Ok(self);
+            if client.is_none() && self.kubeconfig().is_file() {
+                // Written whole (renamed into place), so it parses once it exists.
+                client = Some(self.anonymous_client());
+            }
+            if let Some(client) = &client {
+                let probe = client.send_bytes(hyper::Method::GET, "/readyz", None);
+                if let Ok(Ok((status, _))) =
+                    tokio::time::timeout(Duration::from_secs(1), probe).await
+                    && status.is_success()
+                {
+                    return Ok(self);
+                }
             }
             if started.elapsed() > timeout {
                 let log = self.log_tail(4096);
@@ -203,14 +212,37 @@ impl KnitServer {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `https://127.0.0.1:PORT`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
     }
 
-    /// A new client for this server (its own connection pool).
+    /// The admin kubeconfig the server wrote.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("admin.kubeconfig")
+    }
+
+    /// A new client for this server as the admin, verifying the server
+    /// against the cluster CA (its own connection pool).
+    ///
+    /// # Panics
+    /// When the server wrote no usable admin kubeconfig.
     pub fn client(&self) -> HttpClient {
-        HttpClient::new(self.base_url())
+        let creds = crate::http::Credentials::read(&self.kubeconfig())
+            .unwrap_or_else(|e| panic!("the admin kubeconfig: {e}"));
+        let tls = creds
+            .tls_config()
+            .unwrap_or_else(|e| panic!("the admin kubeconfig: {e}"));
+        HttpClient::with_tls(self.base_url(), tls)
+    }
+
+    /// A client that trusts the cluster CA and presents no credential.
+    pub fn anonymous_client(&self) -> HttpClient {
+        let creds = crate::http::Credentials::read(&self.kubeconfig())
+            .unwrap_or_else(|e| panic!("the admin kubeconfig: {e}"));
+        let tls = knit_apiserver::auth::tls::client_config(&creds.ca_pem, None)
+            .unwrap_or_else(|e| panic!("the cluster CA: {e}"));
+        HttpClient::with_tls(self.base_url(), tls)
     }
 
     /// The data directory it was started on.

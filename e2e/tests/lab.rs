@@ -175,6 +175,58 @@ fn two_node_lab_comes_up_and_goes_away_without_a_trace() {
         }
     }
 
+    // With agents, which joined by token: each serves its log endpoint
+    // over TLS with its own certificate, to clients the CA vouches for.
+    if agents {
+        let tls = dir.join("server").join("tls");
+        let path = |name: &str| tls.join(name).to_string_lossy().into_owned();
+        let url = format!("https://{}:10250/healthz", lab.addr(2));
+        let curl = |extra: &[&str]| {
+            let mut cmd = Command::new("curl");
+            cmd.args(["-sS", "--max-time", "5", "--cacert", &path("ca.crt")])
+                .args(extra)
+                .arg(&url);
+            cmd.output().expect("curl runs")
+        };
+        let anonymous = curl(&[]);
+        assert!(
+            !anonymous.status.success(),
+            "served without a client certificate"
+        );
+        let as_apiserver = curl(&[
+            "--cert",
+            &path("kubelet-client.crt"),
+            "--key",
+            &path("kubelet-client.key"),
+        ]);
+        assert_eq!(
+            text(&as_apiserver.stdout).trim(),
+            "ok",
+            "{}",
+            text(&as_apiserver.stderr)
+        );
+        let plain = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                &format!("http://{}:10250/healthz", lab.addr(2)),
+            ])
+            .output()
+            .expect("curl runs");
+        assert!(
+            !plain.status.success() || text(&plain.stdout).trim() != "ok",
+            "plain HTTP served"
+        );
+        let log =
+            std::fs::read_to_string(dir.join("logs").join(format!("{}-node-1.log", lab.name)))
+                .unwrap_or_default();
+        assert!(
+            log.contains("joined the cluster"),
+            "node 1 did not join by token:\n{log}"
+        );
+    }
+
     // With agents: a pod on node 2 gets a sandbox under the node's
     // prefix and is reached from node 1 across the routes; `down` must
     // remove its namespace and processes too.

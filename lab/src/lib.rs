@@ -118,9 +118,8 @@ pub async fn up(opts: &UpOptions, progress: &mut dyn FnMut(String)) -> Result<La
     state.save()?;
     wait_for_server(&plan, &mut server, opts.timeout).await?;
     let admin = knit_apiserver_kubeconfig(&plan.server_dir);
-    for to in [&plan.kubeconfig, &plan.agent_kubeconfig] {
-        fs::copy(&admin, to).map_err(io("copy the server's kubeconfig to", to))?;
-    }
+    fs::copy(&admin, &plan.kubeconfig)
+        .map_err(io("copy the server's kubeconfig to", &plan.kubeconfig))?;
     progress(format!(
         "API server on {} (log {}); kubeconfig {}",
         plan.api_listen,
@@ -136,9 +135,13 @@ pub async fn up(opts: &UpOptions, progress: &mut dyn FnMut(String)) -> Result<La
     for (i, node) in plan.nodes.iter().enumerate() {
         fs::create_dir_all(&node.state_dir).map_err(io("create", &node.state_dir))?;
         let args = vec![
+            // Each agent joins with the server's token, checks the
+            // server's CA against it and gets its own node certificate.
             "agent".to_string(),
-            "--kubeconfig".to_string(),
-            path_arg(&plan.agent_kubeconfig),
+            "--server".to_string(),
+            format!("https://{}", plan.api_listen),
+            "--token-file".to_string(),
+            path_arg(&plan.join_token),
             "--node-name".to_string(),
             node.member.name.clone(),
             "--node-ip".to_string(),

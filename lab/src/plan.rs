@@ -133,8 +133,8 @@ pub struct LabPlan {
     pub server_log: PathBuf,
     /// The kubeconfig for the host's kubectl.
     pub kubeconfig: PathBuf,
-    /// The kubeconfig the agents use.
-    pub agent_kubeconfig: PathBuf,
+    /// The server's join token, which the agents join with.
+    pub join_token: PathBuf,
 }
 
 /// Networks in the state file as `10.100.0.2/24`.
@@ -225,7 +225,7 @@ pub fn plan(name: &str, nodes: usize, subnet: Ipv4Net, dir: &Path) -> Result<Lab
         server_dir: dir.join("server"),
         server_log: dir.join("logs").join("server.log"),
         kubeconfig: dir.join("kubeconfig"),
-        agent_kubeconfig: dir.join("agent.kubeconfig"),
+        join_token: dir.join("server").join("join-token"),
     })
 }
 

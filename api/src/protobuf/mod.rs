@@ -133,3 +133,104 @@ impl<'a> Unknown<'a> {
         Ok(out)
     }
 }
+
+/// A `SelfSubjectAccessReview` body (what `kubectl auth can-i` sends),
+/// decoded by hand: k8s-pb lacks the selector fields newer releases added
+/// to it, so the generated table cannot include it, and only the spec's
+/// strings matter. `{2 spec {1 resourceAttributes {1 namespace, 2 verb,
+/// 3 group, 4 version, 5 resource, 6 subresource, 7 name},
+/// 2 nonResourceAttributes {1 path, 2 verb}}}`.
+///
+/// # Errors
+/// When the body is not such a message.
+pub fn decode_access_review(body: &[u8]) -> Result<Value, DecodeError> {
+    const RESOURCE: &[&str] = &[
+        "",
+        "namespace",
+        "verb",
+        "group",
+        "version",
+        "resource",
+        "subresource",
+        "name",
+    ];
+    const NON_RESOURCE: &[&str] = &["", "path", "verb"];
+    let envelope = body.strip_prefix(MAGIC).ok_or(DecodeError::BadMagic)?;
+    let unknown = Unknown::read(envelope)?;
+    let strings = |bytes: &[u8], names: &[&str]| -> Result<Value, DecodeError> {
+        let mut out = serde_json::Map::new();
+        let mut reader = wire::Reader::new(bytes);
+        while let Some((tag, raw)) = reader.next_field()? {
+            if let (Some(name), wire::Raw::Len(b)) = (names.get(tag as usize), raw)
+                && !name.is_empty()
+            {
+                out.insert(
+                    (*name).into(),
+                    Value::String(String::from_utf8_lossy(b).into_owned()),
+                );
+            }
+        }
+        Ok(Value::Object(out))
+    };
+    let mut spec = serde_json::Map::new();
+    let mut review = wire::Reader::new(unknown.raw);
+    while let Some((tag, raw)) = review.next_field()? {
+        let (2, wire::Raw::Len(bytes)) = (tag, raw) else {
+            continue;
+        };
+        let mut fields = wire::Reader::new(bytes);
+        while let Some((tag, raw)) = fields.next_field()? {
+            match (tag, raw) {
+                (1, wire::Raw::Len(b)) => {
+                    spec.insert("resourceAttributes".into(), strings(b, RESOURCE)?);
+                }
+                (2, wire::Raw::Len(b)) => {
+                    spec.insert("nonResourceAttributes".into(), strings(b, NON_RESOURCE)?);
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(serde_json::json!({
+        "apiVersion": unknown.api_version,
+        "kind": unknown.kind,
+        "metadata": {},
+        "spec": spec,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A length-delimited field.
+    fn field(tag: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![(tag << 3) | 2, u8::try_from(bytes.len()).unwrap()];
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    #[test]
+    fn access_reviews_decode_to_their_spec() {
+        let attrs = [
+            field(1, b"default"),
+            field(2, b"create"),
+            field(5, b"services"),
+        ]
+        .concat();
+        let review = field(2, &field(1, &attrs));
+        let type_meta = [
+            field(1, b"authorization.k8s.io/v1"),
+            field(2, b"SelfSubjectAccessReview"),
+        ]
+        .concat();
+        let body = [MAGIC.as_slice(), &field(1, &type_meta), &field(2, &review)].concat();
+        let decoded = decode_access_review(&body).unwrap();
+        assert_eq!(decoded["kind"], "SelfSubjectAccessReview");
+        assert_eq!(
+            decoded["spec"]["resourceAttributes"],
+            serde_json::json!({"namespace": "default", "verb": "create", "resource": "services"})
+        );
+        assert!(decode_access_review(b"{}").is_err());
+    }
+}

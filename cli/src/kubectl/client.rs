@@ -197,15 +197,6 @@ impl Client {
             .to_string()
             .trim_end_matches('/')
             .to_string();
-        if config.cluster_url.scheme_str() == Some("https") {
-            // kube's TLS stack is a cargo feature this build leaves off
-            // until knit serves TLS; say so instead of a connector error.
-            return Err(ClientError::Setup {
-                url,
-                reason: "https is not supported by this knit build yet (knit serves plain http)"
-                    .into(),
-            });
-        }
         let kube = kube::Client::try_from(config).map_err(|e| ClientError::Setup {
             url: url.clone(),
             reason: e.to_string(),

@@ -232,7 +232,7 @@ async fn measure(
     args: &Args,
 ) -> anyhow::Result<Results> {
     let cpu = CpuMark::now(server_pid);
-    let creates = creates(kind, client.base(), args).await?;
+    let creates = creates(kind, client, args).await?;
     println!(
         "  creates: {:.0}/s ({} in {:.1} s, {} errors), latency p50 {:.2} ms p99 {:.2} ms; {}",
         creates.per_sec(),
@@ -292,14 +292,14 @@ impl Creates {
 /// `args.clients` tasks, each on its own connection, create as fast as they
 /// are acknowledged; only requests sent and answered inside the measured
 /// window count.
-async fn creates(kind: Kind, base: &str, args: &Args) -> anyhow::Result<Creates> {
+async fn creates(kind: Kind, base: &HttpClient, args: &Args) -> anyhow::Result<Creates> {
     let start = Instant::now();
     let measure_from = start + Duration::from_secs(args.warmup);
     let measure_to = measure_from + Duration::from_secs(args.duration);
     let value: Arc<str> = "v".repeat(args.value_size).into();
     let mut tasks = JoinSet::new();
     for c in 0..args.clients {
-        let client = HttpClient::new(base);
+        let client = base.fresh();
         let value = Arc::clone(&value);
         tasks.spawn(async move {
             let mut out = Creates::default();
@@ -526,7 +526,7 @@ async fn watch(kind: Kind, client: &HttpClient, args: &Args) -> anyhow::Result<W
 
     let mut opening = JoinSet::new();
     for _ in 0..args.watchers {
-        let client = HttpClient::new(client.base());
+        let client = client.fresh();
         opening.spawn(async move { open_watch(kind, &client).await });
     }
     let mut streams = Vec::with_capacity(args.watchers);
@@ -626,7 +626,7 @@ async fn write_paced(
     let mut writers = JoinSet::new();
     let pad = args.value_size.max(STAMP_DIGITS) - STAMP_DIGITS;
     for _ in 0..args.writer_connections.max(1) {
-        let client = HttpClient::new(client.base());
+        let client = client.fresh();
         let rx = Arc::clone(&rx);
         let pad = "x".repeat(pad);
         writers.spawn(async move {

@@ -191,7 +191,7 @@ async fn end_to_end(pods: usize) -> anyhow::Result<(f64, f64)> {
         "knit lab up failed:\n{}",
         text(&up.stderr)
     );
-    let api = HttpClient::new(format!("http://{}:6443", lab.addr(1)));
+    let api = HttpClient::from_kubeconfig(&lab.dir().join("kubeconfig"))?;
     let list = api.get_json("/api/v1/namespaces/default/pods").await?;
     let rv = list.body["metadata"]["resourceVersion"]
         .as_str()

@@ -130,7 +130,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         "knit lab up failed:\n{}",
         knit_e2e::lab::text(&up.stderr)
     );
-    let api = HttpClient::new(format!("http://{}:6443", lab.addr(1)));
+    let api = HttpClient::from_kubeconfig(&lab.dir().join("kubeconfig"))?;
 
     // The server pod, on the last node.
     let last = lab.node_name(args.nodes);

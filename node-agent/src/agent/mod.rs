@@ -22,6 +22,7 @@ pub mod node;
 pub mod podfiles;
 pub mod services;
 pub mod status;
+pub mod tls;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -79,6 +80,9 @@ pub struct AgentConfig {
     pub host_hosts: PathBuf,
     /// How often the Lease is renewed.
     pub lease_renew: Duration,
+    /// TLS for the log endpoint (the node's serving certificate, clients
+    /// verified against the cluster CA); plain HTTP without.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// The whole pod network (every node's podCIDR is inside it): pod
     /// traffic leaving it is masqueraded by the service dataplane.
     pub cluster_cidr: Ipv4Net,
@@ -99,6 +103,7 @@ impl AgentConfig {
             host_resolv_conf: "/etc/resolv.conf".into(),
             host_hosts: "/etc/hosts".into(),
             lease_renew: Duration::from_secs(4),
+            tls: None,
             cluster_cidr: Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 14).expect("a /14"),
         }
     }
@@ -210,12 +215,29 @@ pub async fn run<C: Containers>(
     let mut registry = prometheus_client::registry::Registry::default();
     let proxy_metrics = services::ProxyMetrics::register(&mut registry);
     let app = logs::router(containers.clone(), Arc::new(registry));
-    tasks.spawn(async move {
-        if let Err(err) = axum::serve(listener, app).await {
-            tracing::error!(error = %err, "log endpoint stopped");
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    match config.tls.clone() {
+        Some(tls) => {
+            let listener = tls::TlsListener::new(listener, tls).map_err(io("listener"))?;
+            tasks.spawn(async move {
+                if let Err(err) = axum::serve(listener, app).await {
+                    tracing::error!(error = %err, "log endpoint stopped");
+                }
+            });
         }
-    });
-    tracing::info!(node = %name, %addr, "serving /containerLogs and /healthz");
+        None => {
+            tasks.spawn(async move {
+                if let Err(err) = axum::serve(listener, app).await {
+                    tracing::error!(error = %err, "log endpoint stopped");
+                }
+            });
+        }
+    }
+    tracing::info!(node = %name, %addr, scheme, "serving /containerLogs and /healthz");
     // Cluster DNS for the node's pods, on the kube-dns address.
     tasks.spawn(crate::dns::run(
         client.clone(),
