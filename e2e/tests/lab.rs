@@ -176,7 +176,8 @@ fn two_node_lab_comes_up_and_goes_away_without_a_trace() {
     }
 
     // With agents, which joined by token: each serves its log endpoint
-    // over TLS with its own certificate, to clients the CA vouches for.
+    // over TLS with its own certificate, to the clients of the CA that are
+    // in system:masters (the API server), not to other nodes.
     if agents {
         let tls = dir.join("server").join("tls");
         let path = |name: &str| tls.join(name).to_string_lossy().into_owned();
@@ -205,6 +206,37 @@ fn two_node_lab_comes_up_and_goes_away_without_a_trace() {
             "{}",
             text(&as_apiserver.stderr)
         );
+        // Node 1's own credential (its CA-signed client certificate) may
+        // not read node 2's endpoint: only the API server and the admin.
+        let node1 =
+            std::fs::read_to_string(dir.join(format!("{}-node-1", lab.name)).join("kubeconfig"))
+                .expect("node 1's kubeconfig");
+        let field = |key: &str| {
+            let b64 = node1
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(key))
+                .unwrap_or_else(|| panic!("no {key} in node 1's kubeconfig"));
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64.trim())
+                .expect("base64 in the kubeconfig")
+        };
+        let scratch = tempfile::tempdir().expect("a temporary directory");
+        let (cert, key) = (scratch.path().join("n1.crt"), scratch.path().join("n1.key"));
+        std::fs::write(&cert, field("client-certificate-data:")).expect("writing the cert");
+        std::fs::write(&key, field("client-key-data:")).expect("writing the key");
+        let as_node1 = curl(&[
+            "--cert",
+            &cert.to_string_lossy(),
+            "--key",
+            &key.to_string_lossy(),
+        ]);
+        assert!(
+            !as_node1.status.success(),
+            "node 2's endpoint served node 1's certificate: {}",
+            text(&as_node1.stdout)
+        );
+        // Refused by the endpoint, not by curl for want of a usable file.
+        let why = text(&as_node1.stderr);
+        assert!(!why.contains("could not load"), "{why}");
         let plain = Command::new("curl")
             .args([
                 "-sS",
