@@ -191,6 +191,23 @@ fn ready_endpoints(kubectl: &LabKubectl, service: &str) -> Result<usize, String>
         .count())
 }
 
+/// `count` GETs of `url` from `netns`, repeated until a round has no
+/// error (the dataplane may lag the API a little); that round's answer.
+fn clean_round(lab: &Lab, what: &str, netns: &str, url: &str, count: u32) -> Value {
+    lab.wait_for(what, PROGRAMMING_LIMIT, || {
+        let r = client(
+            netns,
+            &json!({"do": "http", "url": url, "count": count}),
+            Duration::from_secs(60),
+        );
+        if r["errors"] == json!([]) {
+            Ok(r)
+        } else {
+            Err(r.to_string())
+        }
+    })
+}
+
 /// The first word of each answer ("<pod> <client address>") counted.
 fn answered_by(bodies: &Value) -> BTreeMap<String, u64> {
     let mut by = BTreeMap::new();
@@ -361,18 +378,7 @@ fn node_ports_policies_and_readiness() {
     let mut seen = BTreeMap::new();
     for node in 1..=2u8 {
         let url = format!("http://{}:{node_port}/", lab.addr(node + 1));
-        let r = lab.wait_for("the NodePort answers", PROGRAMMING_LIMIT, || {
-            let r = client(
-                &external_ns,
-                &json!({"do": "http", "url": url, "count": 20}),
-                Duration::from_secs(60),
-            );
-            if r["errors"] == json!([]) {
-                Ok(r)
-            } else {
-                Err(r.to_string())
-            }
-        });
+        let r = clean_round(&lab, "the NodePort answers", &external_ns, &url, 20);
         for body in r["bodies"].as_object().expect("bodies").keys() {
             assert!(
                 !body.ends_with(&format!(" {external_ip}")),
@@ -496,18 +502,7 @@ fn affinity_udp_and_agent_faults() {
 
     // Affinity: every request from the client lands on the same pod.
     let sticky = format!("http://{}/", cluster_ip(&kubectl, "echo-sticky"));
-    let r = lab.wait_for("the sticky service answers", PROGRAMMING_LIMIT, || {
-        let r = client(
-            &client_ns,
-            &json!({"do": "http", "url": sticky, "count": 30}),
-            Duration::from_secs(30),
-        );
-        if r["errors"] == json!([]) {
-            Ok(r)
-        } else {
-            Err(r.to_string())
-        }
-    });
+    let r = clean_round(&lab, "the sticky service answers", &client_ns, &sticky, 30);
     let by = answered_by(&r["bodies"]);
     assert_eq!(by.len(), 1, "ClientIP affinity spread the client: {by:?}");
 
@@ -550,18 +545,7 @@ fn affinity_udp_and_agent_faults() {
     // replaces it in one transaction).
     let url = format!("http://{}/", cluster_ip(&kubectl, "echo"));
     ready_pods(&lab, &kubectl, "echo", 2);
-    lab.wait_for("the service answers", PROGRAMMING_LIMIT, || {
-        let r = client(
-            &client_ns,
-            &json!({"do": "http", "url": url, "count": 5}),
-            Duration::from_secs(30),
-        );
-        if r["errors"] == json!([]) {
-            Ok(())
-        } else {
-            Err(r.to_string())
-        }
-    });
+    clean_round(&lab, "the service answers", &client_ns, &url, 5);
     let running = client_in_background(
         &client_ns,
         &json!({"do": "loop", "url": url, "seconds": 6, "every": 0.05}),
