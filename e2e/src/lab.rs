@@ -639,6 +639,35 @@ impl LabKubectl {
     }
 }
 
+/// A lab numbered `n` with `nodes` nodes and agents up, and kubectl for
+/// it; `None` when the test must skip (not root, or no kubectl outside CI).
+///
+/// # Panics
+/// When the lab does not come up.
+pub fn lab_with_kubectl(n: u8, nodes: usize) -> Option<(Lab, LabKubectl)> {
+    if !root_or_skip() {
+        return None;
+    }
+    let lab = Lab::new(n);
+    let kubectl = lab.kubectl()?;
+    lab.up_ok(nodes, &[]);
+    Some((lab, kubectl))
+}
+
+/// A manifest written for the default lab (`knit-node-<i>`), for `lab`.
+pub fn for_lab(manifest: &str, lab: &Lab) -> String {
+    manifest.replace("knit-node-", &format!("{}-node-", lab.name))
+}
+
+/// `v` as a string.
+///
+/// # Panics
+/// When it is not one, naming `what`.
+pub fn str_of<'a>(v: &'a Value, what: &str) -> &'a str {
+    v.as_str()
+        .unwrap_or_else(|| panic!("{what} is not a string: {v}"))
+}
+
 /// Whether `pod` has condition `kind` with status `True`.
 pub fn condition_true(pod: &Value, kind: &str) -> bool {
     pod["status"]["conditions"].as_array().is_some_and(|cs| {

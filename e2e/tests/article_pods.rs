@@ -17,7 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use knit_e2e::lab::{Lab, LabKubectl, condition_true, ip, pod_name, root_or_skip, text};
+use knit_e2e::lab::{
+    Lab, LabKubectl, condition_true, for_lab, ip, lab_with_kubectl, pod_name, str_of, text,
+};
 use serde_json::Value;
 
 const DEPLOYMENT: &str = include_str!("manifests/service-test-deployment-python3.yaml");
@@ -29,23 +31,6 @@ const STREAM: &str = include_str!("manifests/pod-stream.yaml");
 
 /// How long pods may take to come up in a fresh lab.
 const POD_LIMIT: Duration = Duration::from_secs(30);
-
-/// A lab with `nodes` nodes and agents, and kubectl for it; `None` when
-/// the test must skip (not root, or no kubectl outside CI).
-fn lab_with_kubectl(n: u8, nodes: usize) -> Option<(Lab, LabKubectl)> {
-    if !root_or_skip() {
-        return None;
-    }
-    let lab = Lab::new(n);
-    let kubectl = lab.kubectl()?;
-    lab.up_ok(nodes, &[]);
-    Some((lab, kubectl))
-}
-
-/// A manifest written for the default lab (`knit-node-<i>`), for `lab`.
-fn for_lab(manifest: &str, lab: &Lab) -> String {
-    manifest.replace("knit-node-", &format!("{}-node-", lab.name))
-}
 
 /// Pod `name` once `ready(pod)` holds, else `Err` with why not yet.
 fn pod_where(
@@ -64,11 +49,6 @@ fn pod_where(
 
 fn running_with_ip(pod: &Value) -> bool {
     pod["status"]["phase"] == "Running" && pod["status"]["podIP"].is_string()
-}
-
-fn str_of<'a>(v: &'a Value, what: &str) -> &'a str {
-    v.as_str()
-        .unwrap_or_else(|| panic!("{what} is not a string: {v}"))
 }
 
 /// The seconds since the epoch of an RFC 3339 time in a status.

@@ -229,10 +229,7 @@ fn lab_with_kubectl(n: u8, nodes: usize) -> Option<(Lab, LabKubectl)> {
         eprintln!("SKIP: needs dig (bind9-dnsutils)");
         return None;
     }
-    let lab = Lab::new(n);
-    let kubectl = lab.kubectl()?;
-    lab.up_ok(nodes, &[]);
-    Some((lab, kubectl))
+    knit_e2e::lab::lab_with_kubectl(n, nodes)
 }
 
 #[test]

@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use knit_e2e::lab::{Lab, LabKubectl, condition_true, pod_name, root_or_skip, run_within, text};
+use knit_e2e::lab::{
+    Lab, LabKubectl, condition_true, for_lab, lab_with_kubectl, pod_name, run_within, str_of, text,
+};
 use serde_json::{Value, json};
 
 const DEPLOYMENT: &str = include_str!("manifests/service-test-deployment-python3.yaml");
@@ -31,26 +33,6 @@ const POD_LIMIT: Duration = Duration::from_secs(30);
 /// these tests (the target is 100 ms; this leaves room for a busy
 /// machine without hiding a missing sync).
 const PROGRAMMING_LIMIT: Duration = Duration::from_secs(5);
-
-fn lab_with_kubectl(n: u8, nodes: usize) -> Option<(Lab, LabKubectl)> {
-    if !root_or_skip() {
-        return None;
-    }
-    let lab = Lab::new(n);
-    let kubectl = lab.kubectl()?;
-    lab.up_ok(nodes, &[]);
-    Some((lab, kubectl))
-}
-
-/// A manifest written for the default lab (`knit-node-<i>`), for `lab`.
-fn for_lab(manifest: &str, lab: &Lab) -> String {
-    manifest.replace("knit-node-", &format!("{}-node-", lab.name))
-}
-
-fn str_of<'a>(v: &'a Value, what: &str) -> &'a str {
-    v.as_str()
-        .unwrap_or_else(|| panic!("{what} is not a string: {v}"))
-}
 
 /// The network namespace of `pod`'s sandbox: `<node netns>.<uid>`.
 fn sandbox_of(lab: &Lab, nodes: usize, pod: &Value) -> String {
