@@ -17,6 +17,19 @@ pub fn percentile(sorted_us: &[u64], p: f64) -> f64 {
     sorted_us[rank.min(sorted_us.len() - 1)] as f64 / 1000.0
 }
 
+/// Prints one latency line (`label`, count, p50, p99, max in ms with
+/// `decimals` places) of `us` microseconds; returns p50 and p99.
+pub fn summary(label: &str, mut us: Vec<u64>, decimals: usize) -> (f64, f64) {
+    us.sort_unstable();
+    let (p50, p99) = (percentile(&us, 50.0), percentile(&us, 99.0));
+    let max = us.last().copied().unwrap_or(0) as f64 / 1000.0;
+    let n = us.len();
+    println!(
+        "  {label:<40} n={n:<5} p50 {p50:>8.decimals$} ms   p99 {p99:>8.decimals$} ms   max {max:>8.decimals$} ms"
+    );
+    (p50, p99)
+}
+
 /// CPU seconds (user + system) a process has used so far, from
 /// `/proc/PID/stat` (in USER_HZ = 100 ticks per second on Linux).
 pub fn cpu_seconds(pid: u32) -> f64 {

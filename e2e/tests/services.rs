@@ -44,40 +44,35 @@ fn sandbox_of(lab: &Lab, nodes: usize, pod: &Value) -> String {
     format!("{}.{uid}", lab.node_netns(i))
 }
 
-/// Runs the client script in `netns` with `args`; its JSON answer.
-fn client(netns: &str, args: &Value, limit: Duration) -> Value {
-    let out = run_within(
-        Command::new("ip").args([
-            "netns",
-            "exec",
-            netns,
-            "python3",
-            CLIENT_SCRIPT,
-            &args.to_string(),
-        ]),
-        limit,
-    );
+/// The client script in `netns` with `args`, as a command.
+fn client_command(netns: &str, args: &Value) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns, "python3", CLIENT_SCRIPT])
+        .arg(args.to_string());
+    cmd
+}
+
+/// The JSON answer of a client run that must have succeeded.
+fn answer(what: &str, out: &std::process::Output) -> Value {
     assert!(
         out.status.success(),
-        "client {args} in {netns} failed:\n{}{}",
+        "{what} failed:\n{}{}",
         text(&out.stdout),
         text(&out.stderr)
     );
     serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("client {args}: not JSON ({e}): {}", text(&out.stdout)))
+        .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {}", text(&out.stdout)))
+}
+
+/// Runs the client script in `netns` with `args`; its JSON answer.
+fn client(netns: &str, args: &Value, limit: Duration) -> Value {
+    let out = run_within(&mut client_command(netns, args), limit);
+    answer(&format!("client {args} in {netns}"), &out)
 }
 
 /// Starts the client script in `netns` in the background (a loop).
 fn client_in_background(netns: &str, args: &Value) -> Child {
-    Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            netns,
-            "python3",
-            CLIENT_SCRIPT,
-            &args.to_string(),
-        ])
+    client_command(netns, args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -98,14 +93,7 @@ fn finish(child: Child, limit: Duration) -> Value {
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = child.wait_with_output().expect("the client's output");
-    assert!(
-        out.status.success(),
-        "client loop failed:\n{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("client loop: not JSON ({e}): {}", text(&out.stdout)))
+    answer("client loop", &out)
 }
 
 /// The pods with label `app=<app>`, once `count` of them are Running and

@@ -39,7 +39,7 @@ use hyper::Method;
 use ipnet::Ipv4Net;
 use knit_e2e::HttpClient;
 use knit_e2e::lab::{Lab, is_root, text};
-use knit_e2e::stats::{micros, percentile};
+use knit_e2e::stats::{micros, summary};
 use knit_node_agent::netns::{LinuxNetns, Netns};
 use knit_node_agent::sandbox;
 use serde_json::json;
@@ -90,17 +90,6 @@ impl Drop for Namespaces {
             }
         }
     }
-}
-
-fn summary(label: &str, mut us: Vec<u64>) -> (f64, f64) {
-    us.sort_unstable();
-    let (p50, p99) = (percentile(&us, 50.0), percentile(&us, 99.0));
-    let max = us.last().copied().unwrap_or(0) as f64 / 1000.0;
-    println!(
-        "  {label:<34} n={:<4} p50 {p50:>8.2} ms   p99 {p99:>8.2} ms   max {max:>8.2} ms",
-        us.len()
-    );
-    (p50, p99)
 }
 
 /// Part 1: knit's `apply_sandbox` against the iproute2 script.
@@ -176,8 +165,8 @@ fn sandboxes(pods: usize) -> anyhow::Result<(f64, f64, f64, f64)> {
         );
     }
     println!("sandbox network setup, {pods} sandboxes on one node, one at a time:");
-    let (k50, k99) = summary("knit (apply_sandbox)", knit_us);
-    let (s50, s99) = summary("iproute2 script (same steps)", script_us);
+    let (k50, k99) = summary("knit (apply_sandbox)", knit_us, 2);
+    let (s50, s99) = summary("iproute2 script (same steps)", script_us, 2);
     Ok((k50, k99, s50, s99))
 }
 
@@ -277,14 +266,16 @@ async fn end_to_end(pods: usize) -> anyhow::Result<(f64, f64)> {
         burst.as_secs_f64() * 1000.0
     );
     let [scheduled, addressed, running] = stages;
-    summary("create -> scheduled", scheduled.into_values().collect());
+    summary("create -> scheduled", scheduled.into_values().collect(), 2);
     summary(
         "create -> podIP in status",
         addressed.into_values().collect(),
+        2,
     );
     Ok(summary(
         "create -> Running with podIP",
         running.into_values().collect(),
+        2,
     ))
 }
 

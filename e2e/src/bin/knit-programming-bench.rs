@@ -30,7 +30,7 @@ use clap::Parser;
 use hyper::Method;
 use knit_e2e::HttpClient;
 use knit_e2e::lab::{Lab, is_root};
-use knit_e2e::stats::{micros, percentile};
+use knit_e2e::stats::{micros, summary};
 use knit_node_agent::netns;
 use serde_json::{Value, json};
 
@@ -313,10 +313,10 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         "endpoint change written -> in force on every node ({} nodes, {} flips, {} other Services):",
         args.nodes, args.flips, args.services
     );
-    let (w50, w99) = summary("API watch delivers it (anchor)", in_watch);
-    summary("  endpoint added (accepted)", added);
-    summary("  endpoint removed (refused)", removed);
-    let (k50, k99) = summary("node kernel applies it", in_kernel);
+    let (w50, w99) = summary("API watch delivers it (anchor)", in_watch, 2);
+    summary("  endpoint added (accepted)", added, 2);
+    summary("  endpoint removed (refused)", removed, 2);
+    let (k50, k99) = summary("node kernel applies it", in_kernel, 2);
     println!(
         "  kernel/anchor: p50 {:.1}x, p99 {:.1}x; p99 {k99:.1} ms (target: under 100 ms)",
         k50 / w50,
@@ -350,15 +350,4 @@ fn wait_for_state(
         }
     }
     Ok(at.into_iter().flatten().collect())
-}
-
-fn summary(label: &str, mut us: Vec<u64>) -> (f64, f64) {
-    us.sort_unstable();
-    let (p50, p99) = (percentile(&us, 50.0), percentile(&us, 99.0));
-    let max = us.last().copied().unwrap_or(0) as f64 / 1000.0;
-    println!(
-        "  {label:<34} n={:<4} p50 {p50:>8.2} ms   p99 {p99:>8.2} ms   max {max:>8.2} ms",
-        us.len()
-    );
-    (p50, p99)
 }

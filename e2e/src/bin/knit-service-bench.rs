@@ -37,7 +37,7 @@ use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use knit_e2e::lab::{is_root, text};
-use knit_e2e::stats::{micros, percentile};
+use knit_e2e::stats::{micros, summary};
 use knit_node_agent::netns::{self, LinuxNetns, Netns};
 use knit_node_agent::proxy::{LinuxFirewall, NodeInfo, Planner, Proxier};
 use knit_node_agent::sandbox;
@@ -149,17 +149,6 @@ fn measured(server: Ipv4Addr) -> anyhow::Result<Vec<(Service, EndpointSlice)>> {
         service_and_slice("conn", SERVICE_IP, 80, LISTEN_PORT, endpoint())?,
         service_and_slice("iperf", SERVICE_IP, IPERF_PORT, IPERF_PORT, endpoint())?,
     ])
-}
-
-fn summary(label: &str, mut us: Vec<u64>) -> (f64, f64) {
-    us.sort_unstable();
-    let (p50, p99) = (percentile(&us, 50.0), percentile(&us, 99.0));
-    let max = us.last().copied().unwrap_or(0) as f64 / 1000.0;
-    println!(
-        "  {label:<40} n={:<5} p50 {p50:>8.3} ms   p99 {p99:>8.3} ms   max {max:>8.3} ms",
-        us.len()
-    );
-    (p50, p99)
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
@@ -285,7 +274,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             changes.push(micros(start.elapsed()));
         }
     }
-    let (c50, c99) = summary("one-endpoint change (plan + nft)", changes);
+    let (c50, c99) = summary("one-endpoint change (plan + nft)", changes, 3);
     println!("  one-endpoint change p50 {c50:.2} ms, p99 {c99:.2} ms (target: under 20 ms)");
 
     // Part 2: connection setup with 10 services and with the large table.
@@ -324,8 +313,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
             with_small.extend(times);
         }
     }
-    let (s50, s99) = summary("10 services installed", with_small);
-    let (l50, l99) = summary(&format!("{} services installed", args.services), with_large);
+    let (s50, s99) = summary("10 services installed", with_small, 3);
+    let (l50, l99) = summary(
+        &format!("{} services installed", args.services),
+        with_large,
+        3,
+    );
     println!(
         "  large/small: p50 {:.2}x, p99 {:.2}x (target: at most 1.1x, O(1) dispatch)",
         l50 / s50,
