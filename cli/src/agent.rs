@@ -1,8 +1,12 @@
 //! `knit agent`: one node. Parses its flags, enters the node's network
 //! namespace (`--netns`) while the process still has one thread, joins the
-//! cluster with a join token when given one (see [`join`]), then runs the
-//! node agent's loop ([`knit_node_agent::agent::run`]) with the process
-//! runtime against the API server named by its kubeconfig.
+//! cluster with a join token when given one (see [`join`]), gets the
+//! serving certificate of its endpoint with its node credential
+//! ([`crate::join::serving_tls`]; with `--kubeconfig` as when joined), then
+//! runs the node agent's loop ([`knit_node_agent::agent::run`]) with the
+//! process runtime against the API server named by its kubeconfig. An
+//! agent that cannot get a serving certificate does not start: its
+//! endpoint is never served over plain HTTP.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -16,8 +20,11 @@ use knit_node_agent::runtime::{Options, ProcessRuntime};
 /// The flags of `knit agent`.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// The kubeconfig of the API server (its server URL and credentials);
-    /// not needed with --server and --token.
+    /// The kubeconfig of the API server: its URL, the cluster CA (as
+    /// certificate-authority-data) and this node's credential
+    /// (`system:node:<name>` in `system:nodes`) or the admin's, with which
+    /// the agent gets its endpoint's serving certificate at start; not
+    /// needed with --server and --token.
     #[arg(long, env = "KUBECONFIG", required_unless_present = "server")]
     kubeconfig: Option<PathBuf>,
     /// The API server to join (`https://HOST:PORT`), with --token.
@@ -107,24 +114,24 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let kube_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .with_context(|| format!("using {}", kubeconfig_path.display()))?;
+    let ca_pem = crate::join::kubeconfig_ca(&kube_config)
+        .with_context(|| format!("using {}", kubeconfig_path.display()))?;
+    let server = kube_config.cluster_url.to_string();
     let client = kube::Client::try_from(kube_config).context("building the API client")?;
-    // A joined node serves its log endpoint with the certificate it got,
-    // to clients the cluster CA vouches for.
-    let (cert_path, key_path) = crate::join::serving_paths(&config.state_dir);
-    let ca_path = crate::join::ca_path(&config.state_dir);
-    if args.server.is_some() && cert_path.is_file() && key_path.is_file() && ca_path.is_file() {
-        let read = |p: &std::path::Path| {
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
-        };
-        let tls = knit_apiserver::auth::tls::server_config(
-            &read(&ca_path)?,
-            &read(&cert_path)?,
-            &read(&key_path)?,
-            true,
-        )
-        .context("the node's serving certificate")?;
-        config.tls = Some(tls);
-    }
+    // Every agent, joined or not, serves its endpoint over TLS with a
+    // certificate the cluster CA signed for it, to clients that CA vouches
+    // for; with none to be had, it does not start.
+    let tls = crate::join::serving_tls(
+        &client,
+        &server,
+        &ca_pem,
+        &args.node_name,
+        args.node_ip,
+        &config.state_dir,
+    )
+    .await
+    .context("the node's serving certificate")?;
+    config.tls = Some(tls);
     config.port = args.port;
     config.sandbox_prefix = args.sandbox_prefix;
     config.uplink = args.uplink;

@@ -1,8 +1,10 @@
 //! The API's front door: who is asking (client certificates signed by the
 //! cluster CA, bearer tokens, impersonation by the admin), whether they may
 //! (`authz`), how much at once (`limits`), and the few endpoints that exist
-//! only for security: `/cacerts` for joining nodes, `/knit/v1/join` where a
-//! join token buys a node its certificate, and SelfSubjectAccessReview.
+//! only for security: `/cacerts` for joining nodes, SelfSubjectAccessReview,
+//! and ([`nodecerts`]) `/knit/v1/join`, where a join token buys a node its
+//! certificates, and `/knit/v1/serving-certificate`, where a node with its
+//! credential gets a serving certificate for itself.
 //!
 //! [`enforce`] is an axum middleware around the API router; `server`
 //! installs it. The router alone (`crate::router`) trusts its caller, which
@@ -10,11 +12,11 @@
 
 pub mod authz;
 pub mod limits;
+pub mod nodecerts;
 pub mod pki;
 pub mod tls;
 pub mod tokens;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -29,6 +31,10 @@ use knit_api::ApiError;
 use serde_json::{Value, json};
 
 use self::authz::{Attributes, Decision};
+pub use self::nodecerts::{
+    JOIN_PATH, JoinRequest, JoinResponse, SERVING_CERTIFICATE_PATH, ServingCertificate,
+    ServingCertificateRequest,
+};
 use self::pki::Pki;
 use self::tls::Peer;
 use self::tokens::Tokens;
@@ -36,8 +42,6 @@ use crate::AppState;
 
 /// The group every authenticated request belongs to.
 pub const AUTHENTICATED: &str = "system:authenticated";
-/// Where a joining node asks for its certificate.
-pub const JOIN_PATH: &str = "/knit/v1/join";
 /// Where anyone may fetch the CA bundle (a joining node checks it
 /// against its token's hash before trusting it).
 pub const CACERTS_PATH: &str = "/cacerts";
@@ -101,6 +105,7 @@ impl std::fmt::Debug for Guard {
 pub fn secure(api: Router, guard: Arc<Guard>) -> Router {
     let ca = guard.pki.ca_pem().to_owned();
     let joiner = guard.clone();
+    let server = guard.clone();
     Router::new()
         .route(
             CACERTS_PATH,
@@ -108,7 +113,13 @@ pub fn secure(api: Router, guard: Arc<Guard>) -> Router {
         )
         .route(
             JOIN_PATH,
-            post(move |request: Request| async move { join(&joiner, request).await }),
+            post(move |request: Request| async move { nodecerts::join(&joiner, request).await }),
+        )
+        .route(
+            SERVING_CERTIFICATE_PATH,
+            post(move |request: Request| async move {
+                nodecerts::serving_certificate(&server, request).await
+            }),
         )
         .merge(api)
         .layer(axum::middleware::from_fn_with_state(guard, enforce))
@@ -248,8 +259,9 @@ pub async fn enforce(State(guard): State<Arc<Guard>>, request: Request, next: Ne
         Err(response) => return response,
     };
     let attrs = Attributes::from_request(request.method(), &path, request.uri().query());
-    if path == JOIN_PATH {
-        // The join handler checks its caller itself.
+    if path == JOIN_PATH || path == SERVING_CERTIFICATE_PATH {
+        // These handlers check their caller themselves: who may depends
+        // on the node name in the body.
         let mut request = request;
         request.extensions_mut().insert(who);
         return next.run(request).await;
@@ -363,84 +375,4 @@ async fn self_subject_access_review(guard: &Guard, who: &Identity, request: Requ
     review["apiVersion"] = json!("authorization.k8s.io/v1");
     review["kind"] = json!("SelfSubjectAccessReview");
     json_response(StatusCode::CREATED, &review)
-}
-
-/// What a node sends to join.
-#[derive(Debug, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JoinRequest {
-    pub node_name: String,
-    /// The addresses its serving certificate must cover.
-    #[serde(default)]
-    pub addresses: Vec<IpAddr>,
-}
-
-/// What a node gets: its client credential and its serving certificate.
-#[derive(Debug, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JoinResponse {
-    pub ca: String,
-    pub client_cert: String,
-    pub client_key: String,
-    pub serving_cert: String,
-    pub serving_key: String,
-}
-
-/// `POST /knit/v1/join`: a join-token holder (or the admin) gets a
-/// node's certificates, as k3s's server hands its agents theirs.
-async fn join(guard: &Guard, request: Request) -> Response {
-    let allowed = request
-        .extensions()
-        .get::<Identity>()
-        .is_some_and(|who| who.in_group(tokens::BOOTSTRAPPERS) || who.in_group(authz::MASTERS));
-    if !allowed {
-        let user = request
-            .extensions()
-            .get::<Identity>()
-            .map(|who| who.user.clone())
-            .unwrap_or_default();
-        let attrs = Attributes {
-            verb: "post".to_owned(),
-            path: JOIN_PATH.to_owned(),
-            ..Attributes::default()
-        };
-        return forbidden(&attrs, &user, "");
-    }
-    let (parts, body) = request.into_parts();
-    let bytes = match crate::request::read_body(&parts.headers, body).await {
-        Ok(bytes) => bytes,
-        Err(e) => return status_response(&e),
-    };
-    let ask: JoinRequest = match serde_json::from_slice(&bytes) {
-        Ok(ask) => ask,
-        Err(e) => return status_response(&ApiError::BadRequest(format!("join request: {e}"))),
-    };
-    if !knit_api::validation::is_dns1123_subdomain(&ask.node_name) {
-        return status_response(&ApiError::BadRequest(format!(
-            "join request: {:?} is not a valid node name",
-            ask.node_name
-        )));
-    }
-    let user = format!("{}{}", authz::NODE_PREFIX, ask.node_name);
-    let client = guard.pki.issue_client(&user, &[authz::NODES]);
-    let mut names: Vec<String> = ask.addresses.iter().map(ToString::to_string).collect();
-    names.push(ask.node_name.clone());
-    let serving = guard.pki.issue_serving(&user, &names);
-    match (client, serving) {
-        (Ok(client), Ok(serving)) => {
-            tracing::info!(node = %ask.node_name, "node joined");
-            let answer = JoinResponse {
-                ca: guard.pki.ca_pem().to_owned(),
-                client_cert: client.cert_pem,
-                client_key: client.key_pem,
-                serving_cert: serving.cert_pem,
-                serving_key: serving.key_pem,
-            };
-            json_response(
-                StatusCode::OK,
-                &serde_json::to_value(answer).unwrap_or_default(),
-            )
-        }
-        (Err(e), _) | (_, Err(e)) => status_response(&ApiError::Internal(e.to_string())),
-    }
 }

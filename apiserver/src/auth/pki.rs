@@ -290,7 +290,7 @@ fn store_pair(pair: &Issued, cert_path: &Path, key_path: &Path) -> Result<()> {
 }
 
 /// Whether the PEM certificate's SANs include every one of `names`.
-fn covers(cert_pem: &str, names: &[String]) -> bool {
+pub(super) fn covers(cert_pem: &str, names: &[String]) -> bool {
     let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()) else {
         return false;
     };
