@@ -1,8 +1,11 @@
 //! knit's security on the real binary: verified TLS, authentication,
-//! node authorization, join tokens, key files, restarts and limits.
+//! node authorization, join tokens, key files, restarts and limits, and
+//! (as root, in a lab of network namespaces) an agent started with
+//! `--kubeconfig` serving its endpoint over TLS.
 //!
-//! Each test starts its own servers on temporary data directories; the
-//! load test stays on loopback and is bounded in count and time.
+//! Each test starts its own servers on temporary data directories (or its
+//! own lab, removed at the end); the load test stays on loopback and is
+//! bounded in count and time.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -658,4 +661,263 @@ async fn ten_times_the_inflight_cap_gets_429s_and_the_admin_is_still_served() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// An agent this test started; dropping it kills it (SIGKILL) and reaps it.
+struct Agent(std::process::Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `knit agent` for node 1 of `lab` with `kubeconfig`, in the node's
+/// namespace, marked as the lab's so `knit lab down` finds it and its pods,
+/// output appended to `log`.
+fn kubeconfig_agent(
+    lab: &knit_e2e::lab::Lab,
+    kubeconfig: &Path,
+    node_name: &str,
+    state_dir: &Path,
+    log: &Path,
+) -> std::process::Command {
+    let node = lab.node(1);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("the agent's log");
+    let mut cmd = knit_e2e::lab::knit();
+    cmd.arg("agent")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--node-name", node_name, "--node-ip", &lab.addr(2)])
+        .args(["--netns", &lab.node_netns(1)])
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args([
+            "--sandbox-prefix",
+            node["sandbox_prefix"]
+                .as_str()
+                .expect("the node's sandbox prefix"),
+        ])
+        .env("KNIT_LAB", &lab.name)
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone().expect("the log"))
+        .stderr(file);
+    cmd
+}
+
+/// A kubeconfig for `server` trusting `ca` with a client certificate.
+fn kubeconfig_yaml(server: &str, ca: &str, cert: &str, key: &str) -> String {
+    use base64::Engine;
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\n\
+         contexts:\n- name: node\n  context: {{cluster: lab, user: node}}\ncurrent-context: node\n\
+         users:\n- name: node\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+        b64(ca),
+        b64(cert),
+        b64(key)
+    )
+}
+
+/// A node kubeconfig obtained by join (its client certificate only, the
+/// serving certificate the join also gave is thrown away) makes an agent
+/// that gets its serving certificate itself: its endpoint verifies against
+/// the cluster CA for the node's address (and not against another CA),
+/// refuses plain HTTP and clients without a certificate, and `kubectl
+/// logs` reaches it through the API server. A restart reuses the kept
+/// certificate; the same credential is refused another node's.
+#[test]
+fn an_agent_started_with_a_kubeconfig_serves_its_endpoint_over_tls() {
+    use knit_e2e::lab::{self, Lab};
+    if !lab::root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(70);
+    let Some(kubectl) = lab.kubectl() else {
+        return;
+    };
+    lab.up_ok(1, &["--no-agents"]);
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let dir = lab.dir();
+    let tls = dir.join("server").join("tls");
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let ca = read(&tls.join("ca.crt"));
+    let api = format!(
+        "https://{}",
+        lab.state()["plan"]["api_listen"]
+            .as_str()
+            .expect("the API's address")
+    );
+    let node = lab.node_name(1);
+    let node_ip = lab.addr(2);
+
+    // The node's credential, from the join endpoint with the lab's token.
+    let token = read(&dir.join("server").join("join-token"));
+    let joiner = HttpClient::with_tls(
+        api.clone(),
+        knit_apiserver::auth::tls::client_config(&ca, None).expect("the CA"),
+    )
+    .with_bearer(Some(bearer_of(token.trim())));
+    let (status, answer) = rt.block_on(send(
+        &joiner,
+        Method::POST,
+        "/knit/v1/join",
+        Some(&json!({"nodeName": node, "addresses": [node_ip]})),
+    ));
+    assert_eq!(status, StatusCode::OK, "join: {answer}");
+    let pem = |key: &str| answer[key].as_str().expect("PEM").to_owned();
+    let kubeconfig = dir.join("node-1.kubeconfig");
+    knit_apiserver::auth::pki::write_private(
+        &kubeconfig,
+        kubeconfig_yaml(&api, &ca, &pem("clientCert"), &pem("clientKey")).as_bytes(),
+    )
+    .expect("writing the node's kubeconfig");
+    let state_dir = dir.join("kubeconfig-agent");
+    std::fs::create_dir_all(&state_dir).expect("the agent's state dir");
+    assert!(
+        !state_dir.join("tls").exists(),
+        "no serving certificate yet"
+    );
+    let log = dir.join("logs").join("kubeconfig-agent.log");
+
+    // The same credential cannot get another node's certificate: the
+    // agent does not start (and serves nothing, in plain HTTP or other).
+    let other = tempfile::tempdir().expect("a state dir");
+    let refused = lab::run_within(
+        &mut kubeconfig_agent(&lab, &kubeconfig, "not-me", other.path(), &log),
+        Duration::from_secs(60),
+    );
+    assert!(
+        !refused.status.success(),
+        "an agent for another node started"
+    );
+    // (run_within pipes its output rather than appending it to the log.)
+    let why = lab::text(&refused.stderr);
+    assert!(
+        why.contains("may get a serving certificate only for itself, not for node \"not-me\""),
+        "{why}"
+    );
+    assert!(!other.path().join("tls").exists());
+
+    let mut agent = Agent(
+        kubeconfig_agent(&lab, &kubeconfig, &node, &state_dir, &log)
+            .spawn()
+            .expect("starting the agent"),
+    );
+    lab.wait_for("the node Ready", Duration::from_secs(90), || {
+        if let Ok(Some(status)) = agent.0.try_wait() {
+            panic!("the agent exited ({status}):\n{}", lab::tail(&log, 40));
+        }
+        let node = kubectl.get_json("node", &node)?;
+        lab::condition_true(&node, "Ready")
+            .then_some(())
+            .ok_or_else(|| "not Ready".to_owned())
+    });
+    assert!(read(&log).contains("got a serving certificate"));
+    let kept = read(&state_dir.join("tls").join("serving.crt"));
+    assert!(knit_apiserver::auth::nodecerts::serving_fits(
+        &kept,
+        &node,
+        &[node_ip.parse().expect("an IP")]
+    ));
+
+    // The endpoint: TLS that verifies against the cluster CA for the
+    // node's address, to the API server's kubelet client certificate.
+    let endpoint = format!("https://{node_ip}:10250");
+    let as_apiserver = knit_apiserver::auth::tls::client_config(
+        &ca,
+        Some((
+            &read(&tls.join("kubelet-client.crt")),
+            &read(&tls.join("kubelet-client.key")),
+        )),
+    )
+    .expect("the API server's kubelet client");
+    let healthz = |client: HttpClient| {
+        rt.block_on(async move {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                client.send_bytes(Method::GET, "/healthz", None),
+            )
+            .await
+            .expect("an answer or an error within 10 s")
+        })
+    };
+    let served = healthz(HttpClient::with_tls(endpoint.clone(), as_apiserver.clone()));
+    let (status, body) = served.expect("the endpoint serves the API server over verified TLS");
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok"[..]));
+    // Not to a client without a certificate, nor over plain HTTP.
+    let anonymous = knit_apiserver::auth::tls::client_config(&ca, None).expect("the CA");
+    let refused = healthz(HttpClient::with_tls(endpoint.clone(), anonymous));
+    assert!(
+        refused.is_err(),
+        "served without a client certificate: {refused:?}"
+    );
+    let plain = healthz(HttpClient::new(format!("http://{node_ip}:10250")));
+    assert!(
+        plain
+            .as_ref()
+            .map_or(true, |(status, body)| !status.is_success()
+                || &body[..] != b"ok"),
+        "plain HTTP served: {plain:?}"
+    );
+    // And a client trusting another CA does not accept the endpoint.
+    let stranger = tempfile::tempdir().expect("a dir");
+    let stranger = knit_apiserver::auth::pki::Pki::load_or_create(stranger.path()).expect("a CA");
+    let wrong_ca = knit_apiserver::auth::tls::client_config(
+        stranger.ca_pem(),
+        Some((
+            &read(&tls.join("kubelet-client.crt")),
+            &read(&tls.join("kubelet-client.key")),
+        )),
+    )
+    .expect("a TLS config");
+    let err =
+        healthz(HttpClient::with_tls(endpoint.clone(), wrong_ca)).expect_err("the handshake fails");
+    assert!(err.is_connection(), "{err}");
+
+    // kubectl logs through the API server, which dials the node over TLS.
+    let pod = "kubeconfig-agent-logs";
+    kubectl.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\nspec:\n  nodeName: {node}\n  \
+         containers:\n  - name: talk\n    image: busybox\n    \
+         command: [sh, -c, \"echo served-over-tls; sleep 3600\"]\n"
+    ));
+    let logs = lab.wait_for("kubectl logs of the pod", Duration::from_secs(60), || {
+        let out = kubectl.run(&["logs", pod]);
+        let stdout = lab::text(&out.stdout);
+        if out.status.success() && stdout.contains("served-over-tls") {
+            Ok(stdout)
+        } else {
+            Err(format!("{stdout}{}", lab::text(&out.stderr)))
+        }
+    });
+    assert_eq!(logs.trim(), "served-over-tls");
+
+    // A restart reuses the kept certificate: no new one is asked for.
+    drop(agent);
+    agent = Agent(
+        kubeconfig_agent(&lab, &kubeconfig, &node, &state_dir, &log)
+            .spawn()
+            .expect("restarting the agent"),
+    );
+    let status = lab.wait_for("the restarted endpoint", Duration::from_secs(60), || {
+        if let Ok(Some(status)) = agent.0.try_wait() {
+            panic!("the agent exited ({status}):\n{}", lab::tail(&log, 40));
+        }
+        healthz(HttpClient::with_tls(endpoint.clone(), as_apiserver.clone()))
+            .map(|(status, _)| status)
+            .map_err(|e| e.to_string())
+    });
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(read(&state_dir.join("tls").join("serving.crt")), kept);
+    assert!(read(&log).contains("serving with the kept certificate"));
+    drop(agent);
+    lab.down();
 }
