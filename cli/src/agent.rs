@@ -20,8 +20,8 @@ use knit_node_agent::runtime::{Options, ProcessRuntime};
 /// The flags of `knit agent`.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// The kubeconfig of the API server: its URL, the cluster CA (as
-    /// certificate-authority-data) and this node's credential
+    /// The kubeconfig of the API server: its URL, the cluster CA (its
+    /// certificate-authority or -data) and this node's credential
     /// (`system:node:<name>` in `system:nodes`) or the admin's, with which
     /// the agent gets its endpoint's serving certificate at start; not
     /// needed with --server and --token.
@@ -46,10 +46,12 @@ pub struct AgentArgs {
     /// before anything else starts: the node's own network.
     #[arg(long, value_name = "NAME")]
     netns: Option<String>,
-    /// Where the agent keeps its state [default: /var/lib/knit-agent/<node>].
+    /// Where the agent keeps its state, its kubeconfig when joined and its
+    /// serving certificate in `tls/` [default: /var/lib/knit-agent/<node>].
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// The port of the log endpoint (`/containerLogs`, `/healthz`).
+    /// The port of the log endpoint (`/containerLogs`, `/healthz`), served
+    /// over TLS only.
     #[arg(long, default_value_t = 10250)]
     port: u16,
     /// The prefix of the pods' network namespace names, so nodes sharing
