@@ -715,3 +715,118 @@ fn the_local_cluster_dns_address_is_not_tracked() -> Result<()> {
     assert!(!flows.contains(&format!("dst={dns}")), "{flows}");
     Ok(())
 }
+
+/// The set elements the agent writes over netlink read back, through
+/// `nft`'s own decoding, exactly as the planner wrote them; a batch the
+/// kernel refuses in part changes nothing; a flush empties a map.
+#[test]
+fn elements_written_over_netlink_read_back_as_planned() -> Result<()> {
+    use knit_node_agent::proxy::Firewall;
+    use knit_node_agent::proxy::nfnl::{Codec, SetWrites};
+    use std::collections::HashMap;
+
+    if !have_root() {
+        return Ok(());
+    }
+    let lab = lab()?;
+    let fw = LinuxFirewall::in_netns(run_file(&lab.node));
+    let rs = proxy::desired(&node_info(), &[], &[]);
+    assert!(!fw.table_exists()?);
+    // The fixed table, with an empty pick chain for the verdicts.
+    fw.apply(&format!(
+        "{}add chain ip knit cluster-tcp-2\n",
+        proxy::render::full(&rs)
+    ))?;
+    assert!(fw.table_exists()?);
+    let codecs: HashMap<String, Codec> = rs
+        .sets
+        .iter()
+        .filter_map(|(name, set)| Some((name.clone(), Codec::for_set(set.kind, &set.spec)?)))
+        .collect();
+    let add = |set: &str, elements: &[(&str, &str)]| SetWrites {
+        set: set.into(),
+        adds: elements
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..SetWrites::default()
+    };
+    let planned = [
+        add(
+            "service-ips",
+            &[("10.3.241.152 . tcp . 80", "goto cluster-tcp-2")],
+        ),
+        add("service-nodeports", &[("udp . 30053", "drop")]),
+        add(
+            "endpoints-tcp",
+            &[
+                ("10.3.241.152 . 80 . 0", "10.0.1.2 . 8080"),
+                ("10.3.241.152 . 80 . 1", "10.0.2.2 . 8080"),
+            ],
+        ),
+        add("hairpin", &[("10.0.1.2 . 10.0.1.2", "")]),
+        add("cluster-ips", &[("10.3.241.152", "")]),
+    ];
+    fw.write_elements(&planned, &codecs)?;
+    let list = |set: &str| -> Result<String> {
+        let kind = if rs.sets[set].kind == proxy::SetKind::Map {
+            "map"
+        } else {
+            "set"
+        };
+        cmd(
+            "ip",
+            &[
+                "netns", "exec", &lab.node, "nft", "list", kind, "ip", "knit", set,
+            ],
+        )
+    };
+    for w in &planned {
+        let listing = list(&w.set)?;
+        for (key, value) in &w.adds {
+            let shown = if value.is_empty() {
+                key.clone()
+            } else {
+                format!("{key} : {value}")
+            };
+            assert!(listing.contains(&shown), "{shown:?} not in {listing}");
+        }
+    }
+
+    // A batch whose second set write points at a chain that does not
+    // exist is refused whole: the first one's new element is not there.
+    let bad = [
+        add("cluster-ips", &[("10.3.241.153", "")]),
+        add(
+            "service-ips",
+            &[("10.3.241.153 . tcp . 80", "goto no-such-chain")],
+        ),
+    ];
+    let err = fw.write_elements(&bad, &codecs).unwrap_err();
+    assert!(err.to_string().contains("service-ips"), "{err}");
+    assert!(!list("cluster-ips")?.contains("10.3.241.153"));
+
+    // A changed value is a delete and an add in one batch; a flush
+    // empties the map.
+    let change = [SetWrites {
+        set: "endpoints-tcp".into(),
+        deletes: vec!["10.3.241.152 . 80 . 1".into()],
+        adds: vec![("10.3.241.152 . 80 . 1".into(), "10.0.3.2 . 8080".into())],
+        ..SetWrites::default()
+    }];
+    fw.write_elements(&change, &codecs)?;
+    let listing = list("endpoints-tcp")?;
+    assert!(
+        listing.contains("10.3.241.152 . 80 . 1 : 10.0.3.2 . 8080"),
+        "{listing}"
+    );
+    assert!(!listing.contains("10.0.2.2"), "{listing}");
+    let flush = [SetWrites {
+        set: "endpoints-tcp".into(),
+        flush: true,
+        ..SetWrites::default()
+    }];
+    fw.write_elements(&flush, &codecs)?;
+    assert!(!list("endpoints-tcp")?.contains("10.3.241.152"));
+    Ok(())
+}

@@ -2,8 +2,8 @@
 //! a full sync of N services × 10 endpoints into a fresh namespace, then,
 //! with all of them in place, a one-endpoint change, a service added and
 //! removed, and a drift check, each planned incrementally and applied as
-//! one `nft` transaction. `KNIT_PROXY_SERVICES` sets N (10,000 by
-//! default).
+//! one transaction (elements over netlink, chains through `nft`).
+//! `KNIT_PROXY_SERVICES` sets N (10,000 by default).
 //!
 //! `cargo test -p knit-node-agent --release --test proxy_scale -- --ignored --nocapture`
 
@@ -105,8 +105,8 @@ fn full_and_partial_sync_at_scale() -> Result<()> {
     let report = proxier.sync_planned(&mut planner)?;
     assert_eq!(report.kind, SyncKind::Full);
     println!(
-        "{n} services x 10 endpoints: plan {plan:?}, full sync {:?} ({} bytes of nft; rendering them takes {rendering:?} of it)",
-        report.elapsed, report.script_bytes
+        "{n} services x 10 endpoints: plan {plan:?}, full sync {:?} ({} bytes of nft, {} elements over netlink; rendering it all as one nft script would take {rendering:?})",
+        report.elapsed, report.script_bytes, report.elements
     );
 
     // One endpoint of one service leaves and comes back, a few times.
@@ -124,9 +124,10 @@ fn full_and_partial_sync_at_scale() -> Result<()> {
             syncs.push(report.elapsed);
             if round == 0 {
                 println!(
-                    "one endpoint {}: {} bytes of nft, {:?}",
+                    "one endpoint {}: {} bytes of nft, {} elements, {:?}",
                     if skip.is_some() { "removed" } else { "back" },
                     report.script_bytes,
+                    report.elements,
                     report.elapsed
                 );
             }

@@ -443,7 +443,7 @@ fn sync_once(
             match report.kind {
                 SyncKind::Full => {
                     metrics.full.observe(seconds);
-                    tracing::info!(elapsed = ?report.elapsed, bytes = report.script_bytes, "full sync of ip knit");
+                    tracing::info!(elapsed = ?report.elapsed, nft_bytes = report.script_bytes, elements = report.elements, "full sync of ip knit");
                 }
                 SyncKind::Partial => metrics.partial.observe(seconds),
                 SyncKind::Unchanged => {}

@@ -1,15 +1,18 @@
-//! The OS boundary of the proxy: `nft` and `conntrack`, run inside the
-//! node's network namespace. The tools are forked from a dedicated thread
+//! The OS boundary of the proxy: `nft`, element batches over netfilter
+//! netlink (`nfnl`) and `conntrack`, run inside the node's network
+//! namespace. The tools are forked from a dedicated thread
 //! that has entered the namespace ([`netns::run_in`]), so the children
 //! inherit it without `unsafe` pre-exec hooks and no tokio worker ever
 //! changes namespace.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
-use super::{Error, Result, TABLE};
+use super::nfnl::{self, Codec, SetWrites};
+use super::{Error, Result, TABLE, render};
 use crate::netns;
 
 /// What the [`Proxier`](super::Proxier) needs from the kernel.
@@ -18,6 +21,16 @@ pub trait Firewall {
     /// namespace's nftables generation after it when that is known to be
     /// ours alone (it moved by exactly one), `None` otherwise.
     fn apply(&self, script: &str) -> Result<Option<u32>>;
+    /// Writes set and map elements of `ip knit` in one netlink
+    /// transaction, each set's encoded by its codec. Returns the
+    /// generation as [`Firewall::apply`] does.
+    fn write_elements(
+        &self,
+        writes: &[SetWrites],
+        codecs: &HashMap<String, Codec>,
+    ) -> Result<Option<u32>>;
+    /// Whether the namespace has `ip knit` at all.
+    fn table_exists(&self) -> Result<bool>;
     /// `nft -j list table ip knit`, or `None` when the table is absent.
     fn list_table(&self) -> Result<Option<String>>;
     /// Runs `conntrack` with these arguments (a `-D` filter); matching no
@@ -32,10 +45,12 @@ pub trait Firewall {
 }
 
 /// [`Firewall`] over the real tools, in a named namespace or in the
-/// caller's own.
+/// caller's own. Clones share one netlink socket.
 #[derive(Clone, Debug, Default)]
 pub struct LinuxFirewall {
     netns: Option<PathBuf>,
+    /// Opened in the namespace on first use, kept while it works.
+    conn: Arc<Mutex<Option<nfnl::Conn>>>,
 }
 
 impl LinuxFirewall {
@@ -44,13 +59,17 @@ impl LinuxFirewall {
     pub fn in_netns(ns_file: impl Into<PathBuf>) -> Self {
         LinuxFirewall {
             netns: Some(ns_file.into()),
+            conn: Arc::default(),
         }
     }
 
     /// Runs the tools in the agent's own namespace (the agent runs as the
     /// node).
     pub fn current() -> Self {
-        LinuxFirewall { netns: None }
+        LinuxFirewall {
+            netns: None,
+            conn: Arc::default(),
+        }
     }
 
     fn run(
@@ -105,29 +124,90 @@ fn failed(command: String, out: &Output) -> Error {
     }
 }
 
-impl Firewall for LinuxFirewall {
-    fn apply(&self, script: &str) -> Result<Option<u32>> {
-        let script = script.to_string();
-        // One trip into the namespace: the generation on both sides of
-        // the transaction, read by the same thread.
-        let go = move || -> Result<(Output, Option<u32>)> {
-            let before = nft_generation().ok().flatten();
-            let out = spawn_tool("nft", vec!["-f".into(), "-".into()], Some(script))?;
-            let after = nft_generation().ok().flatten();
+impl LinuxFirewall {
+    /// Runs `f` on the namespace's netlink socket, opening it first if
+    /// needed; a socket that failed is dropped, to be opened again.
+    fn with_conn<T>(&self, f: impl FnOnce(&mut nfnl::Conn) -> Result<T>) -> Result<T> {
+        let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            let conn = match &self.netns {
+                Some(file) => netns::run_in(file, nfnl::Conn::open)?,
+                None => nfnl::Conn::open(),
+            };
+            *guard = Some(conn.map_err(netlink_error)?);
+        }
+        let conn = guard.as_mut().expect("opened above");
+        let out = f(conn);
+        if matches!(
+            out,
+            Err(Error::Spawn { .. } | Error::Netlink(nfnl::SendError::Io(_)))
+        ) {
+            *guard = None;
+        }
+        out
+    }
+
+    /// Runs `change` with the generation read on both sides of it: `Some`
+    /// when it moved by exactly one (our transaction alone).
+    fn committing<T>(
+        &self,
+        change: impl FnOnce(&mut nfnl::Conn) -> Result<T>,
+    ) -> Result<(T, Option<u32>)> {
+        self.with_conn(|conn| {
+            let before = conn.generation().ok().flatten();
+            let out = change(conn)?;
+            let after = conn.generation().ok().flatten();
             let ours = match (before, after) {
                 (Some(b), Some(a)) if a == b.wrapping_add(1) => Some(a),
                 _ => None,
             };
             Ok((out, ours))
-        };
-        let (out, generation) = match &self.netns {
-            Some(file) => netns::run_in(file, go)??,
-            None => go()?,
-        };
+        })
+    }
+}
+
+fn netlink_error(source: std::io::Error) -> Error {
+    Error::Spawn {
+        program: "netlink",
+        source,
+    }
+}
+
+impl Firewall for LinuxFirewall {
+    fn apply(&self, script: &str) -> Result<Option<u32>> {
+        let script = script.to_string();
+        let netns = self.netns.clone();
+        let (out, generation) = self.committing(move |_| {
+            let go = move || spawn_tool("nft", vec!["-f".into(), "-".into()], Some(script));
+            match &netns {
+                Some(file) => netns::run_in(file, go)?,
+                None => go(),
+            }
+        })?;
         if !out.status.success() {
             return Err(failed("nft -f -".into(), &out));
         }
         Ok(generation)
+    }
+
+    fn write_elements(
+        &self,
+        writes: &[SetWrites],
+        codecs: &HashMap<String, Codec>,
+    ) -> Result<Option<u32>> {
+        let codecs: HashMap<&str, Codec> = codecs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        let table = TABLE.rsplit(' ').next().unwrap_or(TABLE);
+        let batch = nfnl::encode(table, writes, &codecs).map_err(Error::Elements)?;
+        let ((), generation) = self.committing(|conn| conn.send(&batch).map_err(Error::from))?;
+        Ok(generation)
+    }
+
+    fn table_exists(&self) -> Result<bool> {
+        let name = TABLE.rsplit(' ').next().unwrap_or(TABLE);
+        self.with_conn(|conn| conn.table_exists(name).map_err(netlink_error))
     }
 
     fn list_table(&self) -> Result<Option<String>> {
@@ -145,16 +225,7 @@ impl Firewall for LinuxFirewall {
     }
 
     fn generation(&self) -> Result<Option<u32>> {
-        let ask = || {
-            nft_generation().map_err(|source| Error::Spawn {
-                program: "netlink",
-                source,
-            })
-        };
-        match &self.netns {
-            Some(file) => netns::run_in(file, ask)?,
-            None => ask(),
-        }
+        self.with_conn(|conn| conn.generation().map_err(netlink_error))
     }
 
     fn conntrack(&self, args: &[String]) -> Result<()> {
@@ -168,53 +239,16 @@ impl Firewall for LinuxFirewall {
     }
 }
 
-/// `NFT_MSG_GETGEN` over a netfilter netlink socket of the calling
-/// thread's namespace: the ruleset generation id (what `nft` itself asks
-/// first), at the cost of one round trip instead of a listing.
-fn nft_generation() -> std::io::Result<Option<u32>> {
-    use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
-    const NFNL_SUBSYS_NFTABLES: u16 = 10;
-    const NFT_MSG_GETGEN: u16 = 16;
-    const NFTA_GEN_ID: u16 = 1;
-    const NLM_F_REQUEST: u16 = 1;
-    const NLMSG_ERROR: u16 = 2;
-
-    let mut socket = Socket::new(NETLINK_NETFILTER)?;
-    socket.bind_auto()?;
-    let mut msg = Vec::with_capacity(20);
-    msg.extend_from_slice(&20u32.to_ne_bytes());
-    msg.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN).to_ne_bytes());
-    msg.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
-    msg.extend_from_slice(&[0, 0, 0, 0]); // nfgenmsg: AF_UNSPEC, v0, res_id 0
-    socket.send_to(&msg, &SocketAddr::new(0, 0), 0)?;
-    let (reply, _) = socket.recv_from_full()?;
-    let u16_at = |b: &[u8], i: usize| b.get(i..i + 2).map(|s| u16::from_ne_bytes([s[0], s[1]]));
-    if reply.len() < 20 || u16_at(&reply, 4) == Some(NLMSG_ERROR) {
-        return Ok(None);
-    }
-    // Attributes after the 16-byte header and the 4-byte nfgenmsg.
-    let mut at = 20;
-    while let (Some(len), Some(kind)) = (u16_at(&reply, at), u16_at(&reply, at + 2)) {
-        let len = usize::from(len);
-        if len < 4 {
-            break;
-        }
-        if kind & 0x3fff == NFTA_GEN_ID && len >= 8 {
-            let v = &reply[at + 4..at + 8];
-            return Ok(Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]])));
-        }
-        at += (len + 3) & !3;
-    }
-    Ok(None)
-}
-
 /// Everything a [`RecordingFirewall`] was asked to do.
 #[derive(Clone, Debug, Default)]
 pub struct Recorded {
     /// Scripts passed to `apply`, in order.
     pub scripts: Vec<String>,
+    /// Element batches passed to `write_elements`, each as its
+    /// equivalent `nft` commands.
+    pub batches: Vec<String>,
+    /// What `table_exists` answers.
+    pub table_exists: bool,
     /// Argument lists passed to `conntrack`, in order.
     pub conntrack: Vec<Vec<String>>,
     /// What `list_table` answers.
@@ -250,11 +284,35 @@ impl Firewall for RecordingFirewall {
                 });
             }
             r.scripts.push(script.to_string());
+            // Every script that builds the table starts with `add table`.
+            r.table_exists |= script.contains(&format!("add table {TABLE}"));
             // A recorded generation moves with every transaction, as the
             // kernel's does.
             r.generation = r.generation.map(|g| g.wrapping_add(1));
             Ok(r.generation)
         })
+    }
+
+    fn write_elements(
+        &self,
+        writes: &[SetWrites],
+        codecs: &HashMap<String, Codec>,
+    ) -> Result<Option<u32>> {
+        let codecs: HashMap<&str, Codec> = codecs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        // Encoded as the real one would, so a bad element fails here too.
+        nfnl::encode("knit", writes, &codecs).map_err(Error::Elements)?;
+        self.with(|r| {
+            r.batches.push(render::element_commands(writes));
+            r.generation = r.generation.map(|g| g.wrapping_add(1));
+            Ok(r.generation)
+        })
+    }
+
+    fn table_exists(&self) -> Result<bool> {
+        Ok(self.with(|r| r.table_exists))
     }
 
     fn list_table(&self) -> Result<Option<String>> {

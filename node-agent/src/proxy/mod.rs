@@ -11,14 +11,18 @@
 //!   shared by every service with the same number of endpoints pick one
 //!   with `numgen random` from a map of endpoint slots, so a service is
 //!   map elements, not chains (see `plan` for why).
-//! - [`render`] turns a ruleset into one `nft -f` transaction: a full one
-//!   (the table deleted and rebuilt atomically) or a partial one holding
-//!   only the chains, sets and map elements that differ from what was
-//!   applied before, found from the touched record without walking the
-//!   table.
-//! - [`Firewall`] is the OS boundary (`nft`, `conntrack`), with
-//!   [`LinuxFirewall`] running the tools inside a network namespace and
-//!   [`RecordingFirewall`] for tests.
+//! - [`render`] turns a change of ruleset into a transaction: a partial
+//!   one holding only the chains, sets and map elements that differ from
+//!   what was applied before (found from the touched record without
+//!   walking the table), or a full one. Elements, nearly all of a large
+//!   table, go over netfilter netlink ([`nfnl`]), one batch per sync;
+//!   chains, rules and set declarations go through `nft -f`. A change
+//!   that rewrites an existing chain, and a full sync over an existing
+//!   table, are one `nft` script instead, so that packets never see a
+//!   half-made change.
+//! - [`Firewall`] is the OS boundary (`nft`, element batches,
+//!   `conntrack`), with [`LinuxFirewall`] working inside a network
+//!   namespace and [`RecordingFirewall`] for tests.
 //! - [`Proxier`] keeps the last applied ruleset, chooses full or partial
 //!   syncs, checks the kernel's table for drift, and deletes the UDP
 //!   conntrack entries that would keep sending datagrams to endpoints that
@@ -26,10 +30,12 @@
 //!
 //! Nothing here watches the API; the agent's loop (`agent::services`)
 //! feeds a [`Planner`] from its watches and calls
-//! [`Proxier::sync_planned`] (on a blocking thread, since it forks `nft`)
+//! [`Proxier::sync_planned`] (on a blocking thread, since it forks `nft`
+//! and enters the node's namespace)
 //! after each burst of changes, and [`Proxier::check`] now and then.
 
 mod firewall;
+pub mod nfnl;
 mod plan;
 mod proxier;
 pub mod render;
@@ -263,6 +269,12 @@ pub enum Error {
     /// Entering the node's network namespace failed.
     #[error(transparent)]
     Netns(#[from] crate::Error),
+    /// An element could not be encoded for netlink (a planner bug).
+    #[error("cannot encode elements: {0}")]
+    Elements(String),
+    /// The kernel refused an element batch, or the socket failed.
+    #[error(transparent)]
+    Netlink(#[from] nfnl::SendError),
     /// `nft -j list` printed something we could not read.
     #[error("cannot read nft's listing: {0}")]
     Listing(String),

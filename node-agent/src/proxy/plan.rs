@@ -22,7 +22,10 @@
 //!
 //! An endpoint change is therefore a handful of element commands (the
 //! slots, and the dispatch element when N changes) and never reads or
-//! writes a chain of another service. Hairpin traffic (a pod reaching
+//! writes a chain of another service. A pick chain comes with those of
+//! every smaller count, and once planned stays for the planner's life
+//! even when no service uses it, so that counts that come and go need no
+//! chain commands at all. Hairpin traffic (a pod reaching
 //! itself through a service) is masqueraded in postrouting by the
 //! `hairpin` set, an `addr . addr` pair per endpoint in the node's pod
 //! CIDR.
@@ -235,6 +238,23 @@ impl Planner {
         for key in keys {
             self.refresh(&key);
         }
+        // Pick chains no service uses follow the node too.
+        let idle: Vec<String> = self
+            .rs
+            .chains
+            .keys()
+            .filter(|name| is_pick_chain(name) && !self.chain_owners.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in idle {
+            if let Some((path, proto, n)) = Path::of_pick_chain(&name) {
+                let chain = path.pick_chain(&self.node, proto, n);
+                if self.rs.chains.get(&name) != Some(&chain) {
+                    self.rs.chains.insert(name.clone(), chain);
+                    self.touched.chains.insert(name);
+                }
+            }
+        }
     }
 
     /// The whole table as planned now.
@@ -415,6 +435,7 @@ impl Planner {
             return;
         }
         // Chains.
+        let mut new_chains = Vec::new();
         let names: BTreeSet<&String> = old.chains.keys().chain(new.chains.keys()).collect();
         for name in names {
             let (was, is) = (old.chains.get(name), new.chains.get(name));
@@ -430,12 +451,44 @@ impl Planner {
             if owners.is_empty() {
                 self.chain_owners.remove(name);
             }
+            // A pick chain stays when its last service moves on: unused,
+            // it costs the kernel nothing, while deleting it and adding
+            // it back when an endpoint count returns costs `nft` a read
+            // of the whole table each time.
+            let effective = effective.or_else(|| {
+                is_pick_chain(name)
+                    .then(|| self.rs.chains.get(name).cloned())
+                    .flatten()
+            });
             if self.rs.chains.get(name) != effective.as_ref() {
                 match effective {
-                    Some(chain) => self.rs.chains.insert(name.clone(), chain),
-                    None => self.rs.chains.remove(name),
-                };
+                    Some(chain) => {
+                        if self.rs.chains.insert(name.clone(), chain).is_none() {
+                            new_chains.push(name.clone());
+                        }
+                    }
+                    None => {
+                        self.rs.chains.remove(name);
+                    }
+                }
                 self.touched.chains.insert(name.clone());
+            }
+        }
+        // A new pick chain comes with every smaller count of its kind: a
+        // service that loses endpoints then needs no chain that is not
+        // there yet (a chain is written by `nft`, which first reads the
+        // whole table back), only elements.
+        for name in new_chains {
+            let Some((path, proto, n)) = Path::of_pick_chain(&name) else {
+                continue;
+            };
+            for k in 1..n {
+                let lower = path.chain(proto, k);
+                if !self.rs.chains.contains_key(&lower) {
+                    let chain = path.pick_chain(&self.node, proto, k);
+                    self.rs.chains.insert(lower.clone(), chain);
+                    self.touched.chains.insert(lower);
+                }
             }
         }
         // Set declarations.
@@ -830,6 +883,11 @@ fn fixed(node: &NodeInfo) -> Fragment {
     out
 }
 
+/// Whether `name` is a pick chain, as [`Path::chain`] names them.
+pub(crate) fn is_pick_chain(name: &str) -> bool {
+    Path::of_pick_chain(name).is_some()
+}
+
 /// How a dispatch element reaches its endpoints.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Path {
@@ -847,15 +905,36 @@ enum Path {
 }
 
 impl Path {
-    fn chain(self, proto: &str, n: usize) -> String {
-        let kind = match self {
+    const ALL: [Path; 5] = [
+        Path::Cluster,
+        Path::External,
+        Path::ExternalLocal,
+        Path::NodePort,
+        Path::NodePortLocal,
+    ];
+
+    fn kind(self) -> &'static str {
+        match self {
             Path::Cluster => "cluster",
             Path::External => "external",
             Path::ExternalLocal => "external-local",
             Path::NodePort => "nodeport",
             Path::NodePortLocal => "nodeport-local",
-        };
-        format!("{kind}-{proto}-{n}")
+        }
+    }
+
+    fn chain(self, proto: &str, n: usize) -> String {
+        format!("{}-{proto}-{n}", self.kind())
+    }
+
+    /// The path, protocol and endpoint count a pick chain's name says.
+    fn of_pick_chain(name: &str) -> Option<(Path, &'static str, usize)> {
+        let (head, n) = name.rsplit_once('-')?;
+        let n = n.parse().ok()?;
+        let (kind, proto) = head.rsplit_once('-')?;
+        let proto = ["tcp", "udp", "sctp"].into_iter().find(|p| *p == proto)?;
+        let path = Path::ALL.into_iter().find(|p| p.kind() == kind)?;
+        Some((path, proto, n))
     }
 
     fn mark_rule(self, node: &NodeInfo) -> String {

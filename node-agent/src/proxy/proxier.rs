@@ -7,12 +7,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::render::Transaction;
 use super::{Error, Firewall, Planner, Result, Ruleset, Shape, Touched, UdpPort, render};
 
 /// How a sync reached the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncKind {
-    /// The table was deleted and rebuilt in one transaction.
+    /// The whole table was written: rebuilt in one `nft` transaction
+    /// over an existing table, or declared by `nft` and filled over
+    /// netlink when there was none.
     Full,
     /// Only the differing chains, sets and elements were written.
     Partial,
@@ -25,8 +28,10 @@ pub enum SyncKind {
 pub struct SyncReport {
     /// Full, partial or nothing.
     pub kind: SyncKind,
-    /// Size of the nft script, in bytes.
+    /// Size of the `nft` scripts run, in bytes.
     pub script_bytes: usize,
+    /// Elements written or deleted over netlink.
+    pub elements: usize,
     /// Time spent, conntrack included.
     pub elapsed: Duration,
     /// The `conntrack` argument lists run for UDP endpoints that left.
@@ -100,26 +105,39 @@ impl<F: Firewall> Proxier<F> {
 
     fn sync_touched(&mut self, next: &Ruleset, touched: Touched) -> Result<SyncReport> {
         let start = Instant::now();
-        let partial = match (&self.last, self.in_sync) {
-            (Some(old), true) => render::partial_touched(old, next, &touched),
-            _ => None,
+        let applied = self.last.as_ref().filter(|_| self.in_sync);
+        // A planner that stopped listing what it touched (a relist, many
+        // services at once) still changes a table we know element by
+        // element: comparing the two here costs milliseconds, rewriting
+        // the table a second.
+        let touched = match applied {
+            Some(old) if touched.elements_all => Touched::between(old, next),
+            _ => touched,
         };
-        let (kind, script) = match partial {
-            Some(script) if script.is_empty() => (SyncKind::Unchanged, script),
-            Some(script) => (SyncKind::Partial, script),
-            None => (SyncKind::Full, render::full(next)),
+        let partial = applied.and_then(|old| render::partial_touched(old, next, &touched));
+        let planned = match partial {
+            Some(txn) if txn.is_empty() => Ok((SyncKind::Unchanged, txn)),
+            Some(txn) => Ok((SyncKind::Partial, txn)),
+            None => self
+                .fw
+                .table_exists()
+                .map(|exists| (SyncKind::Full, render::full_transaction(next, exists))),
         };
-        if kind != SyncKind::Unchanged {
-            match self.fw.apply(&script) {
-                Ok(generation) => self.generation = generation,
-                Err(err) => {
-                    self.in_sync = false;
-                    self.generation = None;
-                    self.last = Some(next.clone());
-                    return Err(err);
-                }
+        let committed = planned.and_then(|(kind, txn)| {
+            if kind != SyncKind::Unchanged {
+                self.generation = self.commit(&txn)?;
             }
-        }
+            Ok((kind, txn))
+        });
+        let (kind, txn) = match committed {
+            Ok(done) => done,
+            Err(err) => {
+                self.in_sync = false;
+                self.generation = None;
+                self.last = Some(next.clone());
+                return Err(err);
+            }
+        };
 
         let conntrack = match &self.udp {
             Some(before) if kind == SyncKind::Full => stale_udp(before, &next.udp),
@@ -159,13 +177,55 @@ impl<F: Firewall> Proxier<F> {
             }
         }
         self.in_sync = true;
+        let (script_bytes, elements) = match &txn {
+            Transaction::Script(script) => (script.len(), 0),
+            Transaction::Elements {
+                prepare,
+                writes,
+                cleanup,
+                ..
+            } => (
+                prepare.len() + cleanup.len(),
+                writes.iter().map(|w| w.deletes.len() + w.adds.len()).sum(),
+            ),
+        };
         Ok(SyncReport {
             kind,
-            script_bytes: script.len(),
+            script_bytes,
+            elements,
             elapsed: start.elapsed(),
             conntrack,
             conntrack_errors,
         })
+    }
+
+    /// Applies one transaction; the generation after it when no one else
+    /// committed in between its steps.
+    fn commit(&self, txn: &Transaction) -> Result<Option<u32>> {
+        match txn {
+            Transaction::Script(script) => self.fw.apply(script),
+            Transaction::Elements {
+                prepare,
+                writes,
+                codecs,
+                cleanup,
+            } => {
+                let mut steps = Vec::new();
+                if !prepare.is_empty() {
+                    steps.push(self.fw.apply(prepare)?);
+                }
+                if !writes.is_empty() {
+                    steps.push(self.fw.write_elements(writes, codecs)?);
+                }
+                if !cleanup.is_empty() {
+                    steps.push(self.fw.apply(cleanup)?);
+                }
+                // Each step knows only that it alone moved the generation;
+                // all of them together say nobody came between.
+                let ours = steps.iter().all(Option::is_some);
+                Ok(steps.last().copied().flatten().filter(|_| ours))
+            }
+        }
     }
 
     /// Compares the kernel's table with the last applied ruleset (chains,

@@ -1,42 +1,155 @@
-//! Rulesets as `nft -f` transactions. `nft` applies a whole file as one
-//! netlink batch, so each script here is one atomic transaction: packets
-//! see the old table or the new one, never a half-written state.
+//! Rulesets as transactions. A [`Transaction`] is either one `nft -f`
+//! script (`nft` applies a whole file as one netlink batch, so packets
+//! see the old table or the new one, never a half-written state) or a
+//! batch of map and set elements written over netlink (`nfnl`), with the
+//! `nft` scripts around it that only add what the elements will point to
+//! and only delete what nothing points to any more.
 //!
 //! Scripts use flat commands (`add chain`, `add rule`, `add element`)
 //! ordered so that everything a rule or element refers to exists before it
 //! and nothing is deleted while still referred to.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
+use super::nfnl::{Codec, SetWrites};
 use super::{Ruleset, SetKind, TABLE, Touched};
 
 /// The comment on the table, for people reading `nft list ruleset`.
 const COMMENT: &str = "knit service proxy: rewritten by the node agent";
+
+/// How one sync reaches the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transaction {
+    /// One `nft -f` script, one kernel transaction.
+    Script(String),
+    /// Element writes in one netlink batch (one kernel transaction):
+    /// `prepare` first adds the sets and chains they will refer to
+    /// (invisible to packets until an element points at them), `cleanup`
+    /// last deletes what no element refers to any more. Either may be
+    /// empty.
+    Elements {
+        /// `nft` script run before the batch.
+        prepare: String,
+        /// The batch, set by set.
+        writes: Vec<SetWrites>,
+        /// How each written set's elements are encoded.
+        codecs: HashMap<String, Codec>,
+        /// `nft` script run after the batch.
+        cleanup: String,
+    },
+}
+
+impl Transaction {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Transaction::Script(script) => script.is_empty(),
+            Transaction::Elements {
+                prepare,
+                writes,
+                cleanup,
+                ..
+            } => prepare.is_empty() && writes.is_empty() && cleanup.is_empty(),
+        }
+    }
+
+    /// The same change as `nft` commands (what a reader or a test wants
+    /// to see; a batch is written as its equivalent element commands).
+    pub fn to_script(&self) -> String {
+        match self {
+            Transaction::Script(script) => script.clone(),
+            Transaction::Elements {
+                prepare,
+                writes,
+                cleanup,
+                ..
+            } => format!("{prepare}{}{cleanup}", element_commands(writes)),
+        }
+    }
+}
+
+/// `writes` as `nft` element commands, in the batch's order.
+pub fn element_commands(writes: &[SetWrites]) -> String {
+    let mut out = String::new();
+    for w in writes.iter().filter(|w| w.flush) {
+        let _ = writeln!(out, "flush set {TABLE} {}", w.set);
+    }
+    for w in writes {
+        for key in &w.deletes {
+            let _ = writeln!(out, "delete element {TABLE} {} {{ {key} }}", w.set);
+        }
+    }
+    for w in writes {
+        for (key, value) in &w.adds {
+            let kind = if value.is_empty() {
+                SetKind::Set
+            } else {
+                SetKind::Map
+            };
+            add_element(&mut out, &w.set, kind, key, value);
+        }
+    }
+    out
+}
+
+/// The codec of every set of `rs` whose elements can go over netlink;
+/// `None` if one with planned elements cannot.
+fn codecs_of(rs: &Ruleset, names: impl Iterator<Item = String>) -> Option<HashMap<String, Codec>> {
+    let mut out = HashMap::new();
+    for name in names {
+        let Some(set) = rs.sets.get(&name) else {
+            continue;
+        };
+        out.insert(name, Codec::for_set(set.kind, &set.spec)?);
+    }
+    Some(out)
+}
+
+/// A full sync of `rs`. Over a table that exists, one `nft` script
+/// replaces it atomically (packets never see it half-built). When there
+/// is no table, nothing can be broken by building it in two steps, so
+/// `nft` declares the structure and the elements (nearly all of a large
+/// table) go over netlink, several times faster than `nft` parses them.
+pub fn full_transaction(rs: &Ruleset, table_exists: bool) -> Transaction {
+    let encodable = rs
+        .sets
+        .iter()
+        .filter(|(_, s)| !s.dynamic && !s.elements.is_empty());
+    let codecs = match codecs_of(rs, encodable.map(|(name, _)| name.clone())) {
+        Some(codecs) if !table_exists => codecs,
+        _ => return Transaction::Script(full(rs)),
+    };
+    let mut prepare = String::new();
+    structure(rs, &mut prepare);
+    let writes = rs
+        .sets
+        .iter()
+        .filter(|(name, _)| codecs.contains_key(*name))
+        .map(|(name, set)| SetWrites {
+            set: name.clone(),
+            adds: set
+                .elements
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            ..SetWrites::default()
+        })
+        .collect();
+    Transaction::Elements {
+        prepare,
+        writes,
+        codecs,
+        cleanup: String::new(),
+    }
+}
 
 /// A transaction that replaces whatever `ip knit` holds (or nothing) by
 /// `rs`. Adding the table first makes the delete valid when it is absent.
 pub fn full(rs: &Ruleset) -> String {
     let elements: usize = rs.sets.values().map(|s| s.elements.len()).sum();
     let mut out = String::with_capacity(4096 + elements * 48);
-    let _ = writeln!(out, "add table {TABLE}");
-    let _ = writeln!(out, "delete table {TABLE}");
-    let _ = writeln!(out, "add table {TABLE} {{ comment \"{COMMENT}\"; }}");
-    for (name, set) in &rs.sets {
-        let _ = writeln!(
-            out,
-            "add {} {TABLE} {name} {{ {} }}",
-            kind(set.kind),
-            set.spec
-        );
-    }
-    for (name, chain) in &rs.chains {
-        declare_chain(&mut out, name, chain.base.as_deref());
-    }
-    for (name, chain) in &rs.chains {
-        for rule in &chain.rules {
-            let _ = writeln!(out, "add rule {TABLE} {name} {rule}");
-        }
-    }
+    structure(rs, &mut out);
     // One command per set (in chunks, to keep lines reasonable): nft
     // parses a long element list far faster than as many commands.
     // Written straight into the script: at 10,000 services a string per
@@ -67,22 +180,52 @@ pub fn full(rs: &Ruleset) -> String {
     out
 }
 
+/// The table (deleted first if present), its sets, chains and rules:
+/// everything but the elements.
+fn structure(rs: &Ruleset, out: &mut String) {
+    let _ = writeln!(out, "add table {TABLE}");
+    let _ = writeln!(out, "delete table {TABLE}");
+    let _ = writeln!(out, "add table {TABLE} {{ comment \"{COMMENT}\"; }}");
+    for (name, set) in &rs.sets {
+        let _ = writeln!(
+            out,
+            "add {} {TABLE} {name} {{ {} }}",
+            kind(set.kind),
+            set.spec
+        );
+    }
+    for (name, chain) in &rs.chains {
+        declare_chain(out, name, chain.base.as_deref());
+    }
+    for (name, chain) in &rs.chains {
+        for rule in &chain.rules {
+            let _ = writeln!(out, "add rule {TABLE} {name} {rule}");
+        }
+    }
+}
+
 /// A transaction that turns the applied `old` table into `new` by
 /// touching only what differs: new sets and chains are added, changed
 /// chains flushed and refilled, map elements deleted or added one by one,
 /// chains and sets that are gone deleted last. `None` when the difference
 /// cannot be expressed that way (a base chain or a set's type changed);
-/// the caller then syncs fully. An empty string means nothing changed.
-/// Walks both tables; [`partial_touched`] looks only at what a planner
-/// says it touched.
-pub fn partial(old: &Ruleset, new: &Ruleset) -> Option<String> {
+/// the caller then syncs fully. An empty transaction means nothing
+/// changed. Walks both tables; [`partial_touched`] looks only at what a
+/// planner says it touched.
+pub fn partial(old: &Ruleset, new: &Ruleset) -> Option<Transaction> {
     partial_touched(old, new, &Touched::between(old, new))
 }
 
 /// [`partial`] restricted to the names in `touched` (everything else is
 /// taken to be equal in `old` and `new`), so its cost follows the size of
 /// the change, not of the table.
-pub fn partial_touched(old: &Ruleset, new: &Ruleset, touched: &Touched) -> Option<String> {
+///
+/// When no existing chain changes its rules (the common case: endpoints
+/// come and go, services are added and removed) the elements go over
+/// netlink; a new chain is declared before them and a chain nothing
+/// points to any more deleted after them. Otherwise the whole change is
+/// one `nft` script, so that rules and elements change together.
+pub fn partial_touched(old: &Ruleset, new: &Ruleset, touched: &Touched) -> Option<Transaction> {
     if touched.elements_all {
         return None;
     }
@@ -101,12 +244,12 @@ pub fn partial_touched(old: &Ruleset, new: &Ruleset, touched: &Touched) -> Optio
         }
     }
 
-    let mut out = String::new();
-    // 1. New sets and chains, so that rules and elements can name them.
+    // New sets and chains, so that rules and elements can name them.
+    let mut declare = String::new();
     for name in &touched.sets {
         if let (None, Some(set)) = (old.sets.get(name), new.sets.get(name)) {
             let _ = writeln!(
-                out,
+                declare,
                 "add {} {TABLE} {name} {{ {} }}",
                 kind(set.kind),
                 set.spec
@@ -115,70 +258,108 @@ pub fn partial_touched(old: &Ruleset, new: &Ruleset, touched: &Touched) -> Optio
     }
     for name in &touched.chains {
         if let (None, Some(chain)) = (old.chains.get(name), new.chains.get(name)) {
-            declare_chain(&mut out, name, chain.base.as_deref());
+            declare_chain(&mut declare, name, chain.base.as_deref());
         }
     }
-    // 2. Elements that went away or now point elsewhere (in sets that
-    //    stay: a set that goes takes its elements with it).
+    // Elements that went away or now point elsewhere (in sets that stay:
+    // a set that goes takes its elements with it), and elements new or
+    // changed.
+    let mut writes: BTreeMap<&str, SetWrites> = BTreeMap::new();
+    fn entry<'a, 'k>(
+        writes: &'a mut BTreeMap<&'k str, SetWrites>,
+        set: &'k str,
+    ) -> &'a mut SetWrites {
+        writes.entry(set).or_insert_with(|| SetWrites {
+            set: set.to_string(),
+            ..SetWrites::default()
+        })
+    }
     for (set, key) in &touched.elements {
-        let Some(before) = old.sets.get(set).filter(|s| !s.dynamic) else {
+        let before = old.sets.get(set).filter(|s| !s.dynamic);
+        let after = new.sets.get(set).filter(|s| !s.dynamic);
+        let was = before.and_then(|s| s.elements.get(key));
+        let is = after.and_then(|s| s.elements.get(key));
+        if was == is {
             continue;
-        };
-        let Some(value) = before.elements.get(key) else {
-            continue;
-        };
-        let after = new.sets.get(set);
-        let keep = after.and_then(|s| s.elements.get(key)) == Some(value);
-        if !keep && after.is_some() {
-            let _ = writeln!(out, "delete element {TABLE} {set} {{ {key} }}");
+        }
+        if was.is_some() && new.sets.contains_key(set) {
+            entry(&mut writes, set).deletes.push(key.clone());
+        }
+        if let Some(value) = is {
+            entry(&mut writes, set)
+                .adds
+                .push((key.clone(), value.clone()));
         }
     }
-    // 3. Changed chains refilled; chains about to go emptied, which drops
-    //    their references to other doomed chains and sets.
+    let writes: Vec<SetWrites> = writes.into_values().collect();
+    // Rules of new chains, changed chains refilled, chains about to go
+    // emptied (which drops their references to other doomed chains and
+    // sets).
+    let (mut fill, mut refill, mut empty) = (String::new(), String::new(), String::new());
     for name in &touched.chains {
         match (old.chains.get(name), new.chains.get(name)) {
             (Some(before), Some(chain)) if before.rules == chain.rules => {}
             (Some(_), Some(chain)) => {
-                let _ = writeln!(out, "flush chain {TABLE} {name}");
+                let _ = writeln!(refill, "flush chain {TABLE} {name}");
                 for rule in &chain.rules {
-                    let _ = writeln!(out, "add rule {TABLE} {name} {rule}");
+                    let _ = writeln!(refill, "add rule {TABLE} {name} {rule}");
                 }
             }
             (None, Some(chain)) => {
                 for rule in &chain.rules {
-                    let _ = writeln!(out, "add rule {TABLE} {name} {rule}");
+                    let _ = writeln!(fill, "add rule {TABLE} {name} {rule}");
                 }
             }
             (Some(_), None) => {
-                let _ = writeln!(out, "flush chain {TABLE} {name}");
+                let _ = writeln!(empty, "flush chain {TABLE} {name}");
             }
             (None, None) => {}
         }
     }
-    // 4. New elements, now that their chains exist.
-    for (set, key) in &touched.elements {
-        let Some(after) = new.sets.get(set).filter(|s| !s.dynamic) else {
-            continue;
-        };
-        let Some(value) = after.elements.get(key) else {
-            continue;
-        };
-        if old.sets.get(set).and_then(|s| s.elements.get(key)) != Some(value) {
-            add_element(&mut out, set, after.kind, key, value);
-        }
-    }
-    // 5. What nothing refers to any more.
+    // What nothing refers to any more.
+    let mut delete = String::new();
     for name in &touched.chains {
         if old.chains.contains_key(name) && !new.chains.contains_key(name) {
-            let _ = writeln!(out, "delete chain {TABLE} {name}");
+            let _ = writeln!(delete, "delete chain {TABLE} {name}");
         }
     }
     for name in &touched.sets {
         if let (Some(before), None) = (old.sets.get(name), new.sets.get(name)) {
-            let _ = writeln!(out, "delete {} {TABLE} {name}", kind(before.kind));
+            let _ = writeln!(delete, "delete {} {TABLE} {name}", kind(before.kind));
         }
     }
-    Some(out)
+
+    let codecs = codecs_of(new, writes.iter().map(|w| w.set.clone()));
+    Some(match codecs {
+        Some(codecs) if refill.is_empty() => Transaction::Elements {
+            prepare: declare + &fill,
+            writes,
+            codecs,
+            cleanup: empty + &delete,
+        },
+        _ => {
+            // One script: declarations, deletes, rules, adds, removals.
+            let deletes: Vec<SetWrites> = writes
+                .iter()
+                .map(|w| SetWrites {
+                    deletes: w.deletes.clone(),
+                    ..SetWrites::default()
+                })
+                .collect();
+            let adds: Vec<SetWrites> = writes
+                .into_iter()
+                .map(|w| SetWrites {
+                    deletes: Vec::new(),
+                    ..w
+                })
+                .collect();
+            Transaction::Script(format!(
+                "{declare}{}{refill}{fill}{empty}{}{delete}",
+                element_commands(&deletes),
+                element_commands(&adds),
+            ))
+        }
+    })
 }
 
 fn kind(kind: SetKind) -> &'static str {

@@ -7,8 +7,24 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
 
+use super::plan::is_pick_chain;
 use super::proxier::{shape_of_listing, stale_udp};
 use super::*;
+
+/// `rs` without the pick chains no element points to: a planner keeps
+/// those, a plan from scratch never has them.
+fn in_use(rs: &Ruleset) -> Ruleset {
+    let mut rs = rs.clone();
+    let targets: std::collections::BTreeSet<String> = rs
+        .sets
+        .values()
+        .flat_map(|s| s.elements.values())
+        .filter_map(|v| v.strip_prefix("goto ").map(str::to_string))
+        .collect();
+    rs.chains
+        .retain(|name, _| !is_pick_chain(name) || targets.contains(name));
+    rs
+}
 
 fn node() -> NodeInfo {
     NodeInfo {
@@ -293,28 +309,31 @@ fn a_partial_sync_touches_only_the_changed_service() {
         &[service_test(json!({})), dns_svc],
         &[one_pod, dns_one],
     );
-    let script = render::partial(&before, &after).unwrap();
-    // The slot that went and the dispatch element, plus the pick chains:
-    // the one-endpoint TCP chain is new here, the two-endpoint one is no
-    // longer used. dns is not touched.
+    let txn = render::partial(&before, &after).unwrap();
+    // The slot that went and the dispatch element, now pointing at the
+    // one-endpoint chain (planned with the two-endpoint one); the
+    // two-endpoint chain is no longer used by a plan from scratch. dns is
+    // not touched. No existing chain changes, so the elements go over
+    // netlink, before the removal of the chain nothing points to.
+    assert!(
+        matches!(txn, render::Transaction::Elements { .. }),
+        "{txn:?}"
+    );
     assert_eq!(
-        script,
-        "add chain ip knit cluster-tcp-1\n\
-         delete element ip knit endpoints-tcp { 10.3.241.152 . 80 . 1 }\n\
+        txn.to_script(),
+        "delete element ip knit endpoints-tcp { 10.3.241.152 . 80 . 1 }\n\
          delete element ip knit service-ips { 10.3.241.152 . tcp . 80 }\n\
-         add rule ip knit cluster-tcp-1 ip saddr != 10.0.0.0/14 jump mark-for-masquerade\n\
-         add rule ip knit cluster-tcp-1 meta l4proto tcp dnat to ip daddr . tcp dport . numgen random mod 1 map @endpoints-tcp\n\
-         flush chain ip knit cluster-tcp-2\n\
          add element ip knit service-ips { 10.3.241.152 . tcp . 80 : goto cluster-tcp-1 }\n\
+         flush chain ip knit cluster-tcp-2\n\
          delete chain ip knit cluster-tcp-2\n"
     );
-    assert_eq!(render::partial(&after, &after).unwrap(), "");
+    assert!(render::partial(&after, &after).unwrap().is_empty());
 
     // The service goes away entirely: its element goes first, its chains
     // are emptied, then deleted.
     let (dns_svc, dns_one) = dns(&[("10.0.1.5", "node-1", true)]);
     let gone = desired(&node(), &[dns_svc], &[dns_one]);
-    let script = render::partial(&after, &gone).unwrap();
+    let script = render::partial(&after, &gone).unwrap().to_script();
     insta::assert_snapshot!("partial_remove_service", script);
     assert!(script.contains("delete element ip knit cluster-ips { 10.3.241.152 }"));
     let delete_element = script.find("delete element ip knit service-ips").unwrap();
@@ -330,7 +349,7 @@ fn a_partial_sync_touches_only_the_changed_service() {
         &[service_test(json!({})), dns_svc],
         &[two_pods(), dns_one],
     );
-    let script = render::partial(&gone, &two).unwrap();
+    let script = render::partial(&gone, &two).unwrap().to_script();
     let declare = script.find("add chain ip knit cluster-tcp-2\n").unwrap();
     let rule = script.find("add rule ip knit cluster-tcp-2 ").unwrap();
     let element = script.find("add element ip knit service-ips").unwrap();
@@ -356,13 +375,37 @@ fn the_proxier_syncs_fully_then_partially_and_fully_after_a_failure() {
     assert_eq!(report.kind, SyncKind::Partial);
     {
         let rec = fw.record.lock().unwrap();
-        assert_eq!(rec.scripts.len(), 2);
+        // No table yet: nft declares it, the elements go over netlink.
         assert!(rec.scripts[0].starts_with("add table ip knit\ndelete table ip knit\n"));
-        assert!(!rec.scripts[1].contains("table"), "{}", rec.scripts[1]);
+        assert!(
+            !rec.scripts[0].contains("add element"),
+            "{}",
+            rec.scripts[0]
+        );
+        assert!(
+            rec.batches[0].contains(
+                "add element ip knit service-ips { 10.3.241.152 . tcp . 80 : goto cluster-tcp-2 }"
+            ),
+            "{}",
+            rec.batches[0]
+        );
+        // The partial sync: elements, then the two-endpoint chain (a
+        // whole-world plan does not keep it) deleted; the table itself is
+        // left alone.
+        assert_eq!(rec.scripts.len(), 2);
+        assert_eq!(rec.batches.len(), 2);
+        assert_eq!(
+            rec.scripts[1],
+            "flush chain ip knit cluster-tcp-2\ndelete chain ip knit cluster-tcp-2\n"
+        );
+        assert!(rec.scripts[1..].iter().all(|s| !s.contains("table")));
     }
     fw.record.lock().unwrap().fail_next_apply = Some("boom".into());
     assert!(proxier.sync(one.clone()).is_err());
-    assert_eq!(proxier.sync(one).unwrap().kind, SyncKind::Full);
+    // After a failure the table exists, so it is replaced in one script.
+    assert_eq!(proxier.sync(one.clone()).unwrap().kind, SyncKind::Full);
+    let last = fw.record.lock().unwrap().scripts.last().unwrap().clone();
+    assert_eq!(last, render::full(&one));
 }
 
 #[test]
@@ -537,8 +580,9 @@ fn the_planner_replans_one_service_and_matches_a_plan_from_scratch() {
     );
     let _ = planner.take_touched();
 
-    // One endpoint leaves: only service-test's elements and the pick
-    // chains are touched, and the touched-only script is the full diff's.
+    // One endpoint leaves: only service-test's elements are touched (the
+    // one-endpoint chain came with the two-endpoint one, which stays),
+    // and the touched-only transaction is the full diff's.
     let before = planner.ruleset().clone();
     let one_pod = slice(
         "service-test",
@@ -550,10 +594,8 @@ fn the_planner_replans_one_service_and_matches_a_plan_from_scratch() {
     planner.apply_slice(&one_pod);
     let touched = planner.take_touched();
     assert!(touched.udp.is_empty(), "{touched:?}");
-    assert_eq!(
-        touched.chains.iter().collect::<Vec<_>>(),
-        ["cluster-tcp-1", "cluster-tcp-2"]
-    );
+    assert!(touched.chains.is_empty(), "{touched:?}");
+    assert!(planner.ruleset().chains.contains_key("cluster-tcp-2"));
     assert!(
         touched
             .elements
@@ -566,20 +608,21 @@ fn the_planner_replans_one_service_and_matches_a_plan_from_scratch() {
         render::partial(&before, planner.ruleset())
     );
     assert_eq!(
-        planner.ruleset(),
-        &desired(
+        in_use(planner.ruleset()),
+        desired(
             &node(),
             &[service_test(json!({})), dns_svc.clone()],
             &[one_pod, dns_one.clone()]
         )
     );
 
-    // Deleting the service and its slice leaves exactly dns's table.
+    // Deleting the service and its slice leaves exactly dns's table (and
+    // the idle pick chains).
     planner.delete_service("default", "service-test");
     planner.delete_slice("default", "service-test-abcde");
     assert_eq!(
-        planner.ruleset(),
-        &desired(
+        in_use(planner.ruleset()),
+        desired(
             &node(),
             std::slice::from_ref(&dns_svc),
             std::slice::from_ref(&dns_one)
@@ -617,23 +660,26 @@ fn the_proxier_syncs_only_what_the_planner_touched() {
         SyncKind::Unchanged
     );
     // The proxier's idea of the kernel follows: the drift check expects
-    // the planner's table.
+    // the planner's table. The change was elements only: the
+    // one-endpoint pick chain came with the two-endpoint one.
     let rec = fw.record.lock().unwrap();
-    assert_eq!(rec.scripts.len(), 2);
+    assert_eq!(rec.scripts.len(), 1);
+    assert_eq!(rec.batches.len(), 2);
     assert!(
-        rec.scripts[1].contains("delete element ip knit endpoints-tcp { 10.3.241.152 . 80 . 1 }"),
+        rec.batches[1].contains("delete element ip knit endpoints-tcp { 10.3.241.152 . 80 . 1 }"),
         "{}",
-        rec.scripts[1]
+        rec.batches[1]
     );
     assert!(
-        !rec.scripts[1].contains("cluster-ips"),
+        !rec.batches[1].contains("cluster-ips"),
         "{}",
-        rec.scripts[1]
+        rec.batches[1]
     );
     drop(rec);
-    assert_eq!(
-        render::partial(planner.ruleset(), planner.ruleset()).unwrap(),
-        ""
+    assert!(
+        render::partial(planner.ruleset(), planner.ruleset())
+            .unwrap()
+            .is_empty()
     );
     proxier
         .sync(planner.ruleset().clone())
@@ -838,11 +884,11 @@ fn an_element_two_services_plan_stays_until_both_are_gone() {
     planner.apply_service(&other);
     assert_eq!(hairpin(&planner), ["10.0.1.2 . 10.0.1.2"]);
     let fresh = desired(&node(), &[other], &[two_pods(), other_slice]);
-    assert_eq!(planner.ruleset(), &fresh);
+    assert_eq!(in_use(planner.ruleset()), fresh);
 }
 
 #[test]
-fn a_change_to_most_of_the_table_is_synced_fully_without_a_list() {
+fn a_change_to_most_of_the_table_is_found_by_comparing_whole_tables() {
     let fw = RecordingFirewall::default();
     let mut proxier = Proxier::new(fw.clone());
     let mut planner = Planner::new(node());
@@ -879,11 +925,20 @@ fn a_change_to_most_of_the_table_is_synced_fully_without_a_list() {
     assert!(touched.elements.is_empty());
     assert!(!touched.is_empty());
 
+    // The proxier compares the applied table with the planned one
+    // instead, and writes only the new elements.
     many(&mut planner);
     let report = proxier.sync_planned(&mut planner).unwrap();
-    assert_eq!(report.kind, SyncKind::Full);
-    let script = fw.record.lock().unwrap().scripts.last().unwrap().clone();
-    assert_eq!(script, render::full(planner.ruleset()));
+    assert_eq!(report.kind, SyncKind::Partial);
+    assert_eq!(report.elements, 600 * (1 + 1 + 2));
+    let batch = fw.record.lock().unwrap().batches.last().unwrap().clone();
+    assert!(
+        batch.contains(
+            "add element ip knit service-ips { 10.3.0.8 . tcp . 80 : goto cluster-tcp-2 }"
+        ),
+        "{batch}"
+    );
+    assert!(!batch.contains("delete"), "{batch}");
 
     // One endpoint more is listed again, and synced partially.
     planner.apply_slice(&slice(
@@ -899,9 +954,41 @@ fn a_change_to_most_of_the_table_is_synced_fully_without_a_list() {
     ));
     let report = proxier.sync_planned(&mut planner).unwrap();
     assert_eq!(report.kind, SyncKind::Partial);
-    let script = fw.record.lock().unwrap().scripts.last().unwrap().clone();
+    let batch = fw.record.lock().unwrap().batches.last().unwrap().clone();
     assert!(
-        script.contains("10.3.0.8 . 80 . 2 : 10.0.4.7 . 8080"),
-        "{script}"
+        batch.contains("10.3.0.8 . 80 . 2 : 10.0.4.7 . 8080"),
+        "{batch}"
     );
+}
+
+#[test]
+fn pick_chains_come_with_smaller_counts_and_stay_idle_in_step_with_the_node() {
+    let mut planner = Planner::new(node());
+    planner.apply_service(&service_test(json!({})));
+    planner.apply_slice(&two_pods());
+    let chains = |p: &Planner| -> Vec<String> {
+        p.ruleset()
+            .chains
+            .keys()
+            .filter(|c| is_pick_chain(c))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(chains(&planner), ["cluster-tcp-1", "cluster-tcp-2"]);
+    // The service goes: its chains stay, unused.
+    planner.delete_service("default", "service-test");
+    let _ = planner.take_touched();
+    assert_eq!(chains(&planner), ["cluster-tcp-1", "cluster-tcp-2"]);
+    // A new cluster CIDR reaches the idle chains' masquerade rule too.
+    let mut moved = node();
+    moved.cluster_cidr = "10.8.0.0/14".parse().unwrap();
+    planner.set_node(moved);
+    let touched = planner.take_touched();
+    for name in ["cluster-tcp-1", "cluster-tcp-2"] {
+        assert!(touched.chains.contains(name), "{touched:?}");
+        assert_eq!(
+            planner.ruleset().chains[name].rules[0],
+            "ip saddr != 10.8.0.0/14 jump mark-for-masquerade"
+        );
+    }
 }

@@ -1,0 +1,766 @@
+//! Map and set elements written to `ip knit` over netfilter netlink, in
+//! one batch (one kernel transaction), without the `nft` CLI.
+//!
+//! Why: at 10,000 services the table holds some 120,000 elements. `nft`
+//! spends about a second parsing them for a full sync, and for every
+//! `delete element` it first reads the whole set back from the kernel
+//! (10+ ms at that size), on top of a fork and exec per sync. The kernel
+//! itself takes a fraction of that. Chains, rules and set declarations
+//! still go through `nft` (they are few, and nft compiles rules); only
+//! elements, which are plain bytes, are encoded here.
+//!
+//! [`Codec`] turns an element as the planner writes it (nft syntax, e.g.
+//! `10.3.240.5 . tcp . 80` → `goto cluster-tcp-2`) into the bytes the
+//! kernel stores for the set's declared type; [`encode`] builds the
+//! batch; a [`Conn`] (a socket in the node's namespace, kept open) hands
+//! it to the kernel and reads every acknowledgement.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+
+use super::SetKind;
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_DELSETELEM: u16 = 14;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_GETGEN: u16 = 16;
+const NFNL_MSG_BATCH_BEGIN: u16 = 16;
+const NFNL_MSG_BATCH_END: u16 = 17;
+const NFPROTO_IPV4: u8 = 2;
+
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_CREATE: u16 = 0x400;
+const NLMSG_ERROR: u16 = 2;
+const NLA_F_NESTED: u16 = 0x8000;
+
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_VERDICT_CHAIN: u16 = 2;
+const NFTA_GEN_ID: u16 = 1;
+const NFTA_TABLE_NAME: u16 = 1;
+
+/// Verdict codes (`include/uapi/linux/netfilter.h`, `nf_tables.h`).
+const NF_DROP: i32 = 0;
+const NF_ACCEPT: i32 = 1;
+const NFT_JUMP: i32 = -3;
+const NFT_GOTO: i32 = -4;
+
+/// An attribute's length is a u16: the element list of one message must
+/// stay under 64 KiB, so elements are spread over several messages (all
+/// in the same batch).
+const MAX_LIST_BYTES: usize = 60_000;
+
+/// One field of a concatenated key or value; the kernel keeps each in a
+/// 4-byte register, zero-padded after the value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    /// `ipv4_addr`, `ip saddr`, `ip daddr`: network order.
+    Ipv4,
+    /// `inet_proto`, `meta l4proto`: one byte.
+    Proto,
+    /// `inet_service`, `tcp dport` and the like: network order u16.
+    Port,
+    /// `numgen random mod N` (an endpoint slot): a host-order u32, as the
+    /// numgen expression writes its register.
+    Slot,
+}
+
+impl Field {
+    fn parse_type(word: &str) -> Option<Field> {
+        let word = word.trim();
+        Some(match word {
+            "ipv4_addr" | "ip saddr" | "ip daddr" => Field::Ipv4,
+            "inet_proto" | "meta l4proto" => Field::Proto,
+            "inet_service" => Field::Port,
+            _ if word.ends_with(" dport") || word.ends_with(" sport") => Field::Port,
+            _ if word.starts_with("numgen ") => Field::Slot,
+            _ => return None,
+        })
+    }
+
+    fn put(self, text: &str, out: &mut Vec<u8>) -> Result<(), String> {
+        let bad = || format!("{text:?} is not a valid {self:?} field");
+        match self {
+            Field::Ipv4 => {
+                let ip: Ipv4Addr = text.parse().map_err(|_| bad())?;
+                out.extend_from_slice(&ip.octets());
+            }
+            Field::Proto => {
+                let proto: u8 = match text {
+                    "tcp" => 6,
+                    "udp" => 17,
+                    "sctp" => 132,
+                    number => number.parse().map_err(|_| bad())?,
+                };
+                out.extend_from_slice(&[proto, 0, 0, 0]);
+            }
+            Field::Port => {
+                let port: u16 = text.parse().map_err(|_| bad())?;
+                out.extend_from_slice(&port.to_be_bytes());
+                out.extend_from_slice(&[0, 0]);
+            }
+            Field::Slot => {
+                let slot: u32 = text.parse().map_err(|_| bad())?;
+                out.extend_from_slice(&slot.to_ne_bytes());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a map's elements carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum DataType {
+    /// A plain set: nothing.
+    None,
+    /// `verdict`: `goto X`, `jump X`, `drop`, `accept`.
+    Verdict,
+    /// A (concatenated) value, e.g. `ip daddr . tcp dport`.
+    Value(Vec<Field>),
+}
+
+/// An element's data, encoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Data {
+    /// A set element carries none.
+    None,
+    /// A value's bytes.
+    Value(Vec<u8>),
+    /// A verdict, with the chain for `jump`/`goto`.
+    Verdict(i32, Option<String>),
+}
+
+/// How the elements of one declared set are encoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Codec {
+    key: Vec<Field>,
+    data: DataType,
+}
+
+impl Codec {
+    /// The codec for a set declared as `spec` (the text between the
+    /// braces: `type ipv4_addr . inet_proto . inet_service : verdict;` or
+    /// `typeof ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport;`);
+    /// `None` for a declaration this module does not know how to encode
+    /// (its elements then go through `nft`).
+    pub fn for_set(kind: SetKind, spec: &str) -> Option<Codec> {
+        // Interval sets store ranges as element pairs: not written here.
+        if spec.contains("interval") {
+            return None;
+        }
+        let decl = spec.split(';').next()?.trim();
+        let decl = decl
+            .strip_prefix("typeof ")
+            .or_else(|| decl.strip_prefix("type "))?;
+        let (key, data) = match (kind, decl.split_once(" : ")) {
+            (SetKind::Map, Some((key, data))) => (key, Some(data)),
+            (SetKind::Set, None) => (decl, None),
+            _ => return None,
+        };
+        let fields = |text: &str| -> Option<Vec<Field>> {
+            text.split(" . ").map(Field::parse_type).collect()
+        };
+        let data = match data.map(str::trim) {
+            None => DataType::None,
+            Some("verdict") => DataType::Verdict,
+            Some(value) => DataType::Value(fields(value)?),
+        };
+        Some(Codec {
+            key: fields(key)?,
+            data,
+        })
+    }
+
+    /// The key's bytes.
+    pub fn key(&self, text: &str) -> Result<Vec<u8>, String> {
+        concat(&self.key, text)
+    }
+
+    /// The data's bytes (`""` for a set's elements).
+    pub fn data(&self, text: &str) -> Result<Data, String> {
+        match &self.data {
+            DataType::None => Ok(Data::None),
+            DataType::Value(fields) => concat(fields, text).map(Data::Value),
+            DataType::Verdict => {
+                let text = text.trim();
+                let (code, chain) = match text.split_once(' ') {
+                    Some(("goto", chain)) => (NFT_GOTO, Some(chain.to_string())),
+                    Some(("jump", chain)) => (NFT_JUMP, Some(chain.to_string())),
+                    None if text == "drop" => (NF_DROP, None),
+                    None if text == "accept" => (NF_ACCEPT, None),
+                    _ => return Err(format!("{text:?} is not a verdict")),
+                };
+                Ok(Data::Verdict(code, chain))
+            }
+        }
+    }
+}
+
+fn concat(fields: &[Field], text: &str) -> Result<Vec<u8>, String> {
+    let parts: Vec<&str> = text.split(" . ").map(str::trim).collect();
+    if parts.len() != fields.len() {
+        return Err(format!("{text:?} does not have {} fields", fields.len()));
+    }
+    let mut out = Vec::with_capacity(4 * fields.len());
+    for (field, part) in fields.iter().zip(parts) {
+        field.put(part, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// The element writes of one set, in the order the batch applies them:
+/// flush (every element gone), then deletes, then adds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SetWrites {
+    /// The set's name in `ip knit`.
+    pub set: String,
+    /// Remove every element first.
+    pub flush: bool,
+    /// Keys to delete (nft syntax).
+    pub deletes: Vec<String>,
+    /// Key and data to add (nft syntax; data `""` for a set).
+    pub adds: Vec<(String, String)>,
+}
+
+/// A built batch: the bytes to send and what each acknowledged message
+/// does. Sequence numbers count from 1 here; [`Conn::send`] moves them
+/// past every number it used before, so that a late answer to an earlier
+/// request is never taken for one of these.
+#[derive(Debug)]
+pub struct Batch {
+    bytes: Vec<u8>,
+    /// Sequence number → what that message did, for error reports.
+    messages: HashMap<u32, String>,
+    begin_seq: u32,
+    /// Sequence numbers used, the batch's begin and end included.
+    count: u32,
+}
+
+impl Batch {
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+}
+
+/// Encodes `writes` to the table `table` (`knit`, family ip) as one
+/// batch: every set's flush and deletes come before any add, so a key
+/// that changes its data is deleted and re-added in the same
+/// transaction. `codecs` gives each set's encoding.
+pub fn encode(
+    table: &str,
+    writes: &[SetWrites],
+    codecs: &HashMap<&str, Codec>,
+) -> Result<Batch, String> {
+    let mut b = Builder::default();
+    b.begin();
+    let codec = |set: &str| {
+        codecs
+            .get(set)
+            .ok_or_else(|| format!("no encoding known for set {set}"))
+    };
+    for w in writes.iter().filter(|w| w.flush) {
+        b.message(
+            NFT_MSG_DELSETELEM,
+            table,
+            &w.set,
+            &[],
+            &format!("flush {}", w.set),
+        );
+    }
+    for w in writes.iter().filter(|w| !w.deletes.is_empty()) {
+        let codec = codec(&w.set)?;
+        let mut list = Vec::new();
+        for key in &w.deletes {
+            list.push((codec.key(key)?, Data::None));
+        }
+        b.elements(NFT_MSG_DELSETELEM, table, &w.set, &list);
+    }
+    for w in writes.iter().filter(|w| !w.adds.is_empty()) {
+        let codec = codec(&w.set)?;
+        let mut list = Vec::with_capacity(w.adds.len());
+        for (key, data) in &w.adds {
+            list.push((codec.key(key)?, codec.data(data)?));
+        }
+        b.elements(NFT_MSG_NEWSETELEM, table, &w.set, &list);
+    }
+    b.end();
+    Ok(Batch {
+        bytes: b.out,
+        messages: b.messages,
+        begin_seq: b.begin_seq,
+        count: b.seq,
+    })
+}
+
+#[derive(Default)]
+struct Builder {
+    out: Vec<u8>,
+    seq: u32,
+    begin_seq: u32,
+    messages: HashMap<u32, String>,
+}
+
+impl Builder {
+    /// Starts a message; returns where its length goes.
+    fn header(&mut self, kind: u16, flags: u16, family: u8, res_id: u16) -> usize {
+        self.seq += 1;
+        let at = self.out.len();
+        self.out.extend_from_slice(&0u32.to_ne_bytes()); // length, patched
+        self.out.extend_from_slice(&kind.to_ne_bytes());
+        self.out.extend_from_slice(&flags.to_ne_bytes());
+        self.out.extend_from_slice(&self.seq.to_ne_bytes());
+        self.out.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
+        self.out.push(family);
+        self.out.push(0); // NFNETLINK_V0
+        self.out.extend_from_slice(&res_id.to_be_bytes());
+        at
+    }
+
+    fn close(&mut self, at: usize) {
+        let len = (self.out.len() - at) as u32;
+        self.out[at..at + 4].copy_from_slice(&len.to_ne_bytes());
+    }
+
+    fn begin(&mut self) {
+        let at = self.header(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES);
+        self.begin_seq = self.seq;
+        self.close(at);
+    }
+
+    fn end(&mut self) {
+        let at = self.header(NFNL_MSG_BATCH_END, NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES);
+        self.close(at);
+    }
+
+    /// One message on `set`; `elements` empty with `DELSETELEM` flushes.
+    fn message(&mut self, msg: u16, table: &str, set: &str, elements: &[u8], what: &str) {
+        let flags = NLM_F_REQUEST
+            | NLM_F_ACK
+            | if msg == NFT_MSG_NEWSETELEM {
+                NLM_F_CREATE
+            } else {
+                0
+            };
+        let at = self.header((NFNL_SUBSYS_NFTABLES << 8) | msg, flags, NFPROTO_IPV4, 0);
+        self.messages.insert(self.seq, what.to_string());
+        put_str(&mut self.out, NFTA_SET_ELEM_LIST_TABLE, table);
+        put_str(&mut self.out, NFTA_SET_ELEM_LIST_SET, set);
+        if !elements.is_empty() {
+            put_attr(
+                &mut self.out,
+                NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED,
+                elements,
+            );
+        }
+        self.close(at);
+    }
+
+    /// As many messages as the element list needs.
+    fn elements(&mut self, msg: u16, table: &str, set: &str, list: &[(Vec<u8>, Data)]) {
+        let verb = if msg == NFT_MSG_NEWSETELEM {
+            "add"
+        } else {
+            "delete"
+        };
+        let mut chunk = Vec::new();
+        let mut count = 0;
+        for (key, data) in list {
+            let mut elem = Vec::with_capacity(64);
+            nest(&mut elem, NFTA_SET_ELEM_KEY, |e| {
+                put_attr(e, NFTA_DATA_VALUE, key);
+            });
+            match data {
+                Data::None => {}
+                Data::Value(value) => nest(&mut elem, NFTA_SET_ELEM_DATA, |e| {
+                    put_attr(e, NFTA_DATA_VALUE, value);
+                }),
+                Data::Verdict(code, chain) => nest(&mut elem, NFTA_SET_ELEM_DATA, |e| {
+                    nest(e, NFTA_DATA_VERDICT, |v| {
+                        put_attr(v, NFTA_VERDICT_CODE, &code.to_be_bytes());
+                        if let Some(chain) = chain {
+                            put_str(v, NFTA_VERDICT_CHAIN, chain);
+                        }
+                    });
+                }),
+            }
+            if chunk.len() + elem.len() + 4 > MAX_LIST_BYTES {
+                let what = format!("{verb} {count} elements of {set}");
+                self.message(msg, table, set, &chunk, &what);
+                chunk.clear();
+                count = 0;
+            }
+            put_attr(&mut chunk, NFTA_LIST_ELEM | NLA_F_NESTED, &elem);
+            count += 1;
+        }
+        if !chunk.is_empty() {
+            let what = format!("{verb} {count} elements of {set}");
+            self.message(msg, table, set, &chunk, &what);
+        }
+    }
+}
+
+fn put_attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
+    let len = 4 + payload.len();
+    out.extend_from_slice(&(len as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(payload);
+    out.resize(out.len() + (len.next_multiple_of(4) - len), 0);
+}
+
+fn put_str(out: &mut Vec<u8>, kind: u16, text: &str) {
+    let mut bytes = Vec::with_capacity(text.len() + 1);
+    bytes.extend_from_slice(text.as_bytes());
+    bytes.push(0);
+    put_attr(out, kind, &bytes);
+}
+
+fn nest(out: &mut Vec<u8>, kind: u16, fill: impl FnOnce(&mut Vec<u8>)) {
+    let mut inner = Vec::new();
+    fill(&mut inner);
+    put_attr(out, kind | NLA_F_NESTED, &inner);
+}
+
+/// Why the kernel refused a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The socket failed.
+    #[error("netfilter netlink: {0}")]
+    Io(#[from] io::Error),
+    /// The kernel rejected a message (the whole batch was rolled back).
+    #[error("the kernel refused to {what}: {error}")]
+    Refused {
+        /// What the message did.
+        what: String,
+        /// The errno it answered.
+        error: io::Error,
+    },
+}
+
+/// A netfilter netlink socket of one network namespace (the one of the
+/// thread that opened it; it stays there whichever thread uses it).
+///
+/// Kept open on purpose: closing a socket right after a transaction that
+/// deleted anything waits for the kernel to finish freeing it (an RCU
+/// grace period, 10-20 ms here), which would double the cost of a small
+/// sync.
+#[derive(Debug)]
+pub struct Conn {
+    socket: rtnetlink::sys::Socket,
+    /// The last sequence number used.
+    seq: u32,
+}
+
+impl Conn {
+    /// Opens one in the calling thread's network namespace.
+    pub fn open() -> io::Result<Conn> {
+        use nix::sys::socket::{setsockopt, sockopt};
+        use rtnetlink::sys::{Socket, protocols::NETLINK_NETFILTER};
+
+        let mut socket = Socket::new(NETLINK_NETFILTER)?;
+        socket.bind_auto()?;
+        socket.set_rx_buf_sz(1 << 20)?;
+        // Errors echo only the header, not a 60 KB element list.
+        socket.set_cap_ack(true)?;
+        // Never wait forever on a kernel that does not answer.
+        let timeout = nix::sys::time::TimeVal::new(10, 0);
+        setsockopt(&socket.as_fd(), sockopt::ReceiveTimeout, &timeout).map_err(io::Error::from)?;
+        Ok(Conn { socket, seq: 0 })
+    }
+
+    fn send_bytes(&self, bytes: &[u8]) -> io::Result<()> {
+        use rtnetlink::sys::SocketAddr;
+        self.socket.send_to(bytes, &SocketAddr::new(0, 0), 0)?;
+        Ok(())
+    }
+
+    /// Calls `each(kind, seq, message)` for every message received until
+    /// it returns `true`.
+    fn receive(&self, mut each: impl FnMut(u16, u32, &[u8]) -> bool) -> io::Result<()> {
+        loop {
+            let (reply, _) = self.socket.recv_from_full()?;
+            let mut at = 0;
+            while at + 16 <= reply.len() {
+                let len = u32_at(&reply, at) as usize;
+                if len < 16 || at + len > reply.len() {
+                    break;
+                }
+                let kind = u16::from_ne_bytes([reply[at + 4], reply[at + 5]]);
+                let seq = u32_at(&reply, at + 8);
+                if each(kind, seq, &reply[at..at + len]) {
+                    return Ok(());
+                }
+                at += len.next_multiple_of(4);
+            }
+        }
+    }
+
+    /// Sends a one-message request built by `fill` and returns the
+    /// answer to it.
+    fn request(&mut self, fill: impl FnOnce(&mut Builder)) -> io::Result<Vec<u8>> {
+        let mut b = Builder {
+            seq: self.seq,
+            ..Builder::default()
+        };
+        fill(&mut b);
+        self.seq = b.seq;
+        let want = b.seq;
+        self.send_bytes(&b.out)?;
+        let mut answer = Vec::new();
+        self.receive(|_, seq, message| {
+            if seq != want {
+                return false;
+            }
+            answer = message.to_vec();
+            true
+        })?;
+        Ok(answer)
+    }
+
+    /// Hands `batch` to nf_tables and waits for its verdict: `Ok` once
+    /// every message is acknowledged (the transaction committed), the
+    /// first refusal otherwise (the kernel then applied none of it).
+    pub fn send(&mut self, batch: &Batch) -> Result<(), SendError> {
+        use nix::sys::socket::{setsockopt, sockopt};
+
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // A batch is one transaction only if it arrives in one message;
+        // the default send buffer (~200 KiB) is far smaller than a full
+        // table.
+        let sndbuf = batch.bytes.len().saturating_add(4096);
+        setsockopt(&self.socket.as_fd(), sockopt::SndBufForce, &sndbuf).map_err(io::Error::from)?;
+        let base = self.seq;
+        let mut bytes = batch.bytes.clone();
+        let mut at = 0;
+        while at + 16 <= bytes.len() {
+            let len = u32_at(&bytes, at) as usize;
+            let seq = u32_at(&bytes, at + 8).wrapping_add(base);
+            bytes[at + 8..at + 12].copy_from_slice(&seq.to_ne_bytes());
+            at += len;
+        }
+        self.seq = base.wrapping_add(batch.count);
+        self.send_bytes(&bytes)?;
+
+        let mut pending = batch.messages.len();
+        let mut outcome: Option<SendError> = None;
+        self.receive(|kind, seq, message| {
+            if kind != NLMSG_ERROR || message.len() < 20 {
+                return false;
+            }
+            let errno = -(u32_at(message, 16) as i32);
+            let Some(local) = seq.checked_sub(base) else {
+                return false;
+            };
+            if local == batch.begin_seq {
+                // The commit itself failed: no other answer follows.
+                outcome = Some(SendError::Refused {
+                    what: "commit the batch".into(),
+                    error: io::Error::from_raw_os_error(errno),
+                });
+                return true;
+            }
+            let Some(what) = batch.messages.get(&local) else {
+                return false;
+            };
+            pending -= 1;
+            if errno != 0 && outcome.is_none() {
+                outcome = Some(SendError::Refused {
+                    what: what.clone(),
+                    error: io::Error::from_raw_os_error(errno),
+                });
+            }
+            pending == 0
+        })?;
+        match outcome {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the namespace has the `ip` table `name`.
+    pub fn table_exists(&mut self, name: &str) -> io::Result<bool> {
+        let reply = self.request(|b| {
+            let at = b.header(
+                (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE,
+                NLM_F_REQUEST,
+                NFPROTO_IPV4,
+                0,
+            );
+            put_str(&mut b.out, NFTA_TABLE_NAME, name);
+            b.close(at);
+        })?;
+        if u16::from_ne_bytes([reply[4], reply[5]]) != NLMSG_ERROR {
+            return Ok(true);
+        }
+        match -(u32_at(&reply, 16) as i32) {
+            ENOENT => Ok(false),
+            errno => Err(io::Error::from_raw_os_error(errno)),
+        }
+    }
+
+    /// The namespace's ruleset generation (`NFT_MSG_GETGEN`, what `nft`
+    /// itself asks first): one round trip instead of a listing.
+    pub fn generation(&mut self) -> io::Result<Option<u32>> {
+        let reply = self.request(|b| {
+            let at = b.header(
+                (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN,
+                NLM_F_REQUEST,
+                0,
+                0,
+            );
+            b.close(at);
+        })?;
+        let u16_at = |i: usize| {
+            reply
+                .get(i..i + 2)
+                .map(|s| u16::from_ne_bytes([s[0], s[1]]))
+        };
+        if reply.len() < 20 || u16_at(4) == Some(NLMSG_ERROR) {
+            return Ok(None);
+        }
+        // Attributes after the 16-byte header and the 4-byte nfgenmsg.
+        let mut at = 20;
+        while let (Some(len), Some(kind)) = (u16_at(at), u16_at(at + 2)) {
+            let len = usize::from(len);
+            if len < 4 {
+                break;
+            }
+            if kind & 0x3fff == NFTA_GEN_ID && len >= 8 {
+                let v = &reply[at + 4..at + 8];
+                return Ok(Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]])));
+            }
+            at += len.next_multiple_of(4);
+        }
+        Ok(None)
+    }
+}
+
+/// `ENOENT`: no such table.
+const ENOENT: i32 = 2;
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_padded_registers_in_the_kernels_byte_order() {
+        let dispatch = Codec::for_set(
+            SetKind::Map,
+            "type ipv4_addr . inet_proto . inet_service : verdict;",
+        )
+        .unwrap();
+        // What `nft --debug=netlink` shows for the same element.
+        assert_eq!(
+            dispatch.key("10.3.0.5 . tcp . 80").unwrap(),
+            [10, 3, 0, 5, 6, 0, 0, 0, 0, 80, 0, 0]
+        );
+        assert_eq!(
+            dispatch.data("goto cluster-tcp-9").unwrap(),
+            Data::Verdict(NFT_GOTO, Some("cluster-tcp-9".into()))
+        );
+        assert_eq!(dispatch.data("drop").unwrap(), Data::Verdict(NF_DROP, None));
+        assert!(dispatch.data("goto").is_err());
+
+        let slots = Codec::for_set(
+            SetKind::Map,
+            "typeof ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport;",
+        )
+        .unwrap();
+        let mut key = vec![10, 3, 0, 5, 0, 80, 0, 0];
+        key.extend_from_slice(&3u32.to_ne_bytes());
+        assert_eq!(slots.key("10.3.0.5 . 80 . 3").unwrap(), key);
+        assert_eq!(
+            slots.data("10.9.9.9 . 8080").unwrap(),
+            Data::Value(vec![10, 9, 9, 9, 0x1f, 0x90, 0, 0])
+        );
+        assert!(slots.key("10.3.0.5 . 80").is_err());
+        assert!(slots.key("10.3.0.500 . 80 . 1").is_err());
+
+        let pairs = Codec::for_set(SetKind::Set, "type ipv4_addr . ipv4_addr;").unwrap();
+        assert_eq!(pairs.data("").unwrap(), Data::None);
+        assert_eq!(
+            pairs.key("10.0.1.2 . 10.0.1.2").unwrap(),
+            [10, 0, 1, 2, 10, 0, 1, 2]
+        );
+        // Not ours to encode: left to nft.
+        assert!(Codec::for_set(SetKind::Set, "type ipv4_addr; flags interval;").is_none());
+        assert!(Codec::for_set(SetKind::Map, "type ether_addr : verdict;").is_none());
+    }
+
+    #[test]
+    fn long_lists_are_split_into_messages_of_one_batch() {
+        let spec = "type ipv4_addr . inet_proto . inet_service : verdict;";
+        let codecs = HashMap::from([("service-ips", Codec::for_set(SetKind::Map, spec).unwrap())]);
+        let adds = (0..5000)
+            .map(|i| {
+                (
+                    format!("10.3.{}.{} . tcp . 80", i / 256, i % 256),
+                    "goto cluster-tcp-1".to_string(),
+                )
+            })
+            .collect();
+        let writes = [SetWrites {
+            set: "service-ips".into(),
+            flush: true,
+            deletes: vec!["10.3.0.1 . tcp . 80".into()],
+            adds,
+        }];
+        let batch = encode("knit", &writes, &codecs).unwrap();
+        // Flush, one delete, and the adds in more than one message.
+        assert!(batch.messages.len() >= 4, "{:?}", batch.messages.len());
+        let mut at = 0;
+        let mut kinds = Vec::new();
+        while at < batch.bytes.len() {
+            let len = u32_at(&batch.bytes, at) as usize;
+            assert!(len <= MAX_LIST_BYTES + 200, "message of {len} bytes");
+            kinds.push(u16::from_ne_bytes([
+                batch.bytes[at + 4],
+                batch.bytes[at + 5],
+            ]));
+            at += len;
+        }
+        assert_eq!(at, batch.bytes.len());
+        assert_eq!(kinds.first(), Some(&NFNL_MSG_BATCH_BEGIN));
+        assert_eq!(kinds.last(), Some(&NFNL_MSG_BATCH_END));
+        let del = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELSETELEM;
+        assert_eq!(kinds[1], del);
+        assert_eq!(kinds[2], del);
+        assert!(
+            kinds[3..kinds.len() - 1]
+                .iter()
+                .all(|k| *k == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM)
+        );
+        let missing = encode(
+            "knit",
+            &[SetWrites {
+                set: "other".into(),
+                adds: vec![("1.2.3.4".into(), String::new())],
+                ..SetWrites::default()
+            }],
+            &codecs,
+        );
+        assert!(missing.is_err());
+    }
+}
