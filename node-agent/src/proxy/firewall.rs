@@ -166,6 +166,11 @@ impl LinuxFirewall {
     }
 }
 
+/// `knit` of [`TABLE`]: netlink names the family apart.
+fn table_name() -> &'static str {
+    TABLE.rsplit(' ').next().unwrap_or(TABLE)
+}
+
 fn netlink_error(source: std::io::Error) -> Error {
     Error::Spawn {
         program: "netlink",
@@ -195,19 +200,13 @@ impl Firewall for LinuxFirewall {
         writes: &[SetWrites],
         codecs: &HashMap<String, Codec>,
     ) -> Result<Option<u32>> {
-        let codecs: HashMap<&str, Codec> = codecs
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.clone()))
-            .collect();
-        let table = TABLE.rsplit(' ').next().unwrap_or(TABLE);
-        let batch = nfnl::encode(table, writes, &codecs).map_err(Error::Elements)?;
+        let batch = nfnl::encode(table_name(), writes, codecs).map_err(Error::Elements)?;
         let ((), generation) = self.committing(|conn| conn.send(&batch).map_err(Error::from))?;
         Ok(generation)
     }
 
     fn table_exists(&self) -> Result<bool> {
-        let name = TABLE.rsplit(' ').next().unwrap_or(TABLE);
-        self.with_conn(|conn| conn.table_exists(name).map_err(netlink_error))
+        self.with_conn(|conn| conn.table_exists(table_name()).map_err(netlink_error))
     }
 
     fn list_table(&self) -> Result<Option<String>> {
@@ -298,12 +297,8 @@ impl Firewall for RecordingFirewall {
         writes: &[SetWrites],
         codecs: &HashMap<String, Codec>,
     ) -> Result<Option<u32>> {
-        let codecs: HashMap<&str, Codec> = codecs
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.clone()))
-            .collect();
         // Encoded as the real one would, so a bad element fails here too.
-        nfnl::encode("knit", writes, &codecs).map_err(Error::Elements)?;
+        nfnl::encode(table_name(), writes, codecs).map_err(Error::Elements)?;
         self.with(|r| {
             r.batches.push(render::element_commands(writes));
             r.generation = r.generation.map(|g| g.wrapping_add(1));

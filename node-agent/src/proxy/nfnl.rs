@@ -248,11 +248,6 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Size in bytes.
-    pub fn len(&self) -> usize {
-        self.bytes.len()
-    }
-
     /// Whether it changes nothing.
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty()
@@ -266,7 +261,7 @@ impl Batch {
 pub fn encode(
     table: &str,
     writes: &[SetWrites],
-    codecs: &HashMap<&str, Codec>,
+    codecs: &HashMap<String, Codec>,
 ) -> Result<Batch, String> {
     let mut b = Builder::default();
     b.begin();
@@ -712,7 +707,10 @@ mod tests {
     #[test]
     fn long_lists_are_split_into_messages_of_one_batch() {
         let spec = "type ipv4_addr . inet_proto . inet_service : verdict;";
-        let codecs = HashMap::from([("service-ips", Codec::for_set(SetKind::Map, spec).unwrap())]);
+        let codecs = HashMap::from([(
+            "service-ips".to_string(),
+            Codec::for_set(SetKind::Map, spec).unwrap(),
+        )]);
         let adds = (0..5000)
             .map(|i| {
                 (

@@ -75,11 +75,20 @@ pub fn element_commands(writes: &[SetWrites]) -> String {
     for w in writes.iter().filter(|w| w.flush) {
         let _ = writeln!(out, "flush set {TABLE} {}", w.set);
     }
+    delete_commands(writes, &mut out);
+    add_commands(writes, &mut out);
+    out
+}
+
+fn delete_commands(writes: &[SetWrites], out: &mut String) {
     for w in writes {
         for key in &w.deletes {
             let _ = writeln!(out, "delete element {TABLE} {} {{ {key} }}", w.set);
         }
     }
+}
+
+fn add_commands(writes: &[SetWrites], out: &mut String) {
     for w in writes {
         for (key, value) in &w.adds {
             let kind = if value.is_empty() {
@@ -87,10 +96,9 @@ pub fn element_commands(writes: &[SetWrites]) -> String {
             } else {
                 SetKind::Map
             };
-            add_element(&mut out, &w.set, kind, key, value);
+            add_element(out, &w.set, kind, key, value);
         }
     }
-    out
 }
 
 /// The codec of every set of `rs` whose elements can go over netlink;
@@ -112,13 +120,16 @@ fn codecs_of(rs: &Ruleset, names: impl Iterator<Item = String>) -> Option<HashMa
 /// `nft` declares the structure and the elements (nearly all of a large
 /// table) go over netlink, several times faster than `nft` parses them.
 pub fn full_transaction(rs: &Ruleset, table_exists: bool) -> Transaction {
-    let encodable = rs
+    if table_exists {
+        return Transaction::Script(full(rs));
+    }
+    let with_elements = rs
         .sets
         .iter()
-        .filter(|(_, s)| !s.dynamic && !s.elements.is_empty());
-    let codecs = match codecs_of(rs, encodable.map(|(name, _)| name.clone())) {
-        Some(codecs) if !table_exists => codecs,
-        _ => return Transaction::Script(full(rs)),
+        .filter(|(_, s)| !s.dynamic && !s.elements.is_empty())
+        .map(|(name, _)| name.clone());
+    let Some(codecs) = codecs_of(rs, with_elements) else {
+        return Transaction::Script(full(rs));
     };
     let mut prepare = String::new();
     structure(rs, &mut prepare);
@@ -339,25 +350,14 @@ pub fn partial_touched(old: &Ruleset, new: &Ruleset, touched: &Touched) -> Optio
         },
         _ => {
             // One script: declarations, deletes, rules, adds, removals.
-            let deletes: Vec<SetWrites> = writes
-                .iter()
-                .map(|w| SetWrites {
-                    deletes: w.deletes.clone(),
-                    ..SetWrites::default()
-                })
-                .collect();
-            let adds: Vec<SetWrites> = writes
-                .into_iter()
-                .map(|w| SetWrites {
-                    deletes: Vec::new(),
-                    ..w
-                })
-                .collect();
-            Transaction::Script(format!(
-                "{declare}{}{refill}{fill}{empty}{}{delete}",
-                element_commands(&deletes),
-                element_commands(&adds),
-            ))
+            let mut script = declare;
+            delete_commands(&writes, &mut script);
+            script.push_str(&refill);
+            script.push_str(&fill);
+            script.push_str(&empty);
+            add_commands(&writes, &mut script);
+            script.push_str(&delete);
+            Transaction::Script(script)
         }
     })
 }

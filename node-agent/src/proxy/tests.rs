@@ -992,3 +992,35 @@ fn pick_chains_come_with_smaller_counts_and_stay_idle_in_step_with_the_node() {
         );
     }
 }
+
+#[test]
+fn a_change_that_rewrites_a_chain_is_one_nft_script() {
+    // An affinity service's entry chain picks among its endpoints: losing
+    // the local one rewrites that chain, drops the endpoint's chain and
+    // set, and its hairpin pair, all in one script.
+    let svc = service_test(json!({"sessionAffinity": "ClientIP"}));
+    let before = desired(&node(), std::slice::from_ref(&svc), &[two_pods()]);
+    let remote = slice(
+        "service-test",
+        "http",
+        "TCP",
+        8080,
+        &[("10.0.2.2", "node-2", true)],
+    );
+    let after = desired(&node(), &[svc], &[remote]);
+    let render::Transaction::Script(script) = render::partial(&before, &after).unwrap() else {
+        panic!("not a script");
+    };
+    let delete_pair = script
+        .find("delete element ip knit hairpin { 10.0.1.2 . 10.0.1.2 }\n")
+        .unwrap_or_else(|| panic!("{script}"));
+    let refill = script
+        .find("flush chain ip knit aff-cluster-default/service-test/tcp/http\n")
+        .unwrap_or_else(|| panic!("{script}"));
+    let drop_set = script
+        .find("delete set ip knit aff-default/service-test/tcp/http/10.0.1.2/8080\n")
+        .unwrap_or_else(|| panic!("{script}"));
+    assert!(delete_pair < refill && refill < drop_set, "{script}");
+    // Every element command names its set.
+    assert!(!script.contains("ip knit  "), "{script}");
+}
