@@ -184,39 +184,86 @@ impl Codec {
 
     /// The key's bytes.
     pub fn key(&self, text: &str) -> Result<Vec<u8>, String> {
-        concat(&self.key, text)
+        let mut out = Vec::with_capacity(4 * self.key.len());
+        concat(&self.key, text, &mut out)?;
+        Ok(out)
     }
 
-    /// The data's bytes (`""` for a set's elements).
+    /// The data (`""` for a set's elements).
     pub fn data(&self, text: &str) -> Result<Data, String> {
         match &self.data {
             DataType::None => Ok(Data::None),
-            DataType::Value(fields) => concat(fields, text).map(Data::Value),
+            DataType::Value(fields) => {
+                let mut out = Vec::with_capacity(4 * fields.len());
+                concat(fields, text, &mut out)?;
+                Ok(Data::Value(out))
+            }
             DataType::Verdict => {
-                let text = text.trim();
-                let (code, chain) = match text.split_once(' ') {
-                    Some(("goto", chain)) => (NFT_GOTO, Some(chain.to_string())),
-                    Some(("jump", chain)) => (NFT_JUMP, Some(chain.to_string())),
-                    None if text == "drop" => (NF_DROP, None),
-                    None if text == "accept" => (NF_ACCEPT, None),
-                    _ => return Err(format!("{text:?} is not a verdict")),
-                };
-                Ok(Data::Verdict(code, chain))
+                let (code, chain) = verdict(text)?;
+                Ok(Data::Verdict(code, chain.map(str::to_string)))
             }
         }
     }
+
+    /// Appends one element as a `NFTA_LIST_ELEM` attribute: its key, and
+    /// its data when `data` is given.
+    fn put_element(&self, key: &str, data: Option<&str>, out: &mut Vec<u8>) -> Result<(), String> {
+        let elem = start(out, NFTA_LIST_ELEM | NLA_F_NESTED);
+        let k = start(out, NFTA_SET_ELEM_KEY | NLA_F_NESTED);
+        let v = start(out, NFTA_DATA_VALUE);
+        concat(&self.key, key, out)?;
+        finish(out, v);
+        finish(out, k);
+        match (&self.data, data) {
+            (DataType::None, _) | (_, None) => {}
+            (DataType::Value(fields), Some(text)) => {
+                let d = start(out, NFTA_SET_ELEM_DATA | NLA_F_NESTED);
+                let v = start(out, NFTA_DATA_VALUE);
+                concat(fields, text, out)?;
+                finish(out, v);
+                finish(out, d);
+            }
+            (DataType::Verdict, Some(text)) => {
+                let (code, chain) = verdict(text)?;
+                let d = start(out, NFTA_SET_ELEM_DATA | NLA_F_NESTED);
+                let v = start(out, NFTA_DATA_VERDICT | NLA_F_NESTED);
+                put_attr(out, NFTA_VERDICT_CODE, &code.to_be_bytes());
+                if let Some(chain) = chain {
+                    put_str(out, NFTA_VERDICT_CHAIN, chain);
+                }
+                finish(out, v);
+                finish(out, d);
+            }
+        }
+        finish(out, elem);
+        Ok(())
+    }
 }
 
-fn concat(fields: &[Field], text: &str) -> Result<Vec<u8>, String> {
-    let parts: Vec<&str> = text.split(" . ").map(str::trim).collect();
-    if parts.len() != fields.len() {
+/// A verdict's code and, for `jump`/`goto`, its chain.
+fn verdict(text: &str) -> Result<(i32, Option<&str>), String> {
+    let text = text.trim();
+    match text.split_once(' ') {
+        Some(("goto", chain)) => Ok((NFT_GOTO, Some(chain))),
+        Some(("jump", chain)) => Ok((NFT_JUMP, Some(chain))),
+        None if text == "drop" => Ok((NF_DROP, None)),
+        None if text == "accept" => Ok((NF_ACCEPT, None)),
+        _ => Err(format!("{text:?} is not a verdict")),
+    }
+}
+
+fn concat(fields: &[Field], text: &str, out: &mut Vec<u8>) -> Result<(), String> {
+    let mut parts = text.split(" . ");
+    for field in fields {
+        let part = parts
+            .next()
+            .ok_or_else(|| format!("{text:?} does not have {} fields", fields.len()))?;
+        field.put(part.trim(), out)?;
+    }
+    if parts.next().is_some() {
         return Err(format!("{text:?} does not have {} fields", fields.len()));
     }
-    let mut out = Vec::with_capacity(4 * fields.len());
-    for (field, part) in fields.iter().zip(parts) {
-        field.put(part, &mut out)?;
-    }
-    Ok(out)
+    Ok(())
 }
 
 /// The element writes of one set, in the order the batch applies them:
@@ -280,20 +327,12 @@ pub fn encode(
         );
     }
     for w in writes.iter().filter(|w| !w.deletes.is_empty()) {
-        let codec = codec(&w.set)?;
-        let mut list = Vec::new();
-        for key in &w.deletes {
-            list.push((codec.key(key)?, Data::None));
-        }
-        b.elements(NFT_MSG_DELSETELEM, table, &w.set, &list);
+        let keys = w.deletes.iter().map(|k| (k.as_str(), None));
+        b.elements(NFT_MSG_DELSETELEM, table, &w.set, codec(&w.set)?, keys)?;
     }
     for w in writes.iter().filter(|w| !w.adds.is_empty()) {
-        let codec = codec(&w.set)?;
-        let mut list = Vec::with_capacity(w.adds.len());
-        for (key, data) in &w.adds {
-            list.push((codec.key(key)?, codec.data(data)?));
-        }
-        b.elements(NFT_MSG_NEWSETELEM, table, &w.set, &list);
+        let elements = w.adds.iter().map(|(k, v)| (k.as_str(), Some(v.as_str())));
+        b.elements(NFT_MSG_NEWSETELEM, table, &w.set, codec(&w.set)?, elements)?;
     }
     b.end();
     Ok(Batch {
@@ -367,69 +406,68 @@ impl Builder {
         self.close(at);
     }
 
-    /// As many messages as the element list needs.
-    fn elements(&mut self, msg: u16, table: &str, set: &str, list: &[(Vec<u8>, Data)]) {
+    /// As many messages as the elements need.
+    fn elements<'a>(
+        &mut self,
+        msg: u16,
+        table: &str,
+        set: &str,
+        codec: &Codec,
+        elements: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+    ) -> Result<(), String> {
         let verb = if msg == NFT_MSG_NEWSETELEM {
             "add"
         } else {
             "delete"
         };
-        let mut chunk = Vec::new();
+        let mut chunk = Vec::with_capacity(MAX_LIST_BYTES + 1024);
         let mut count = 0;
-        for (key, data) in list {
-            let mut elem = Vec::with_capacity(64);
-            nest(&mut elem, NFTA_SET_ELEM_KEY, |e| {
-                put_attr(e, NFTA_DATA_VALUE, key);
-            });
-            match data {
-                Data::None => {}
-                Data::Value(value) => nest(&mut elem, NFTA_SET_ELEM_DATA, |e| {
-                    put_attr(e, NFTA_DATA_VALUE, value);
-                }),
-                Data::Verdict(code, chain) => nest(&mut elem, NFTA_SET_ELEM_DATA, |e| {
-                    nest(e, NFTA_DATA_VERDICT, |v| {
-                        put_attr(v, NFTA_VERDICT_CODE, &code.to_be_bytes());
-                        if let Some(chain) = chain {
-                            put_str(v, NFTA_VERDICT_CHAIN, chain);
-                        }
-                    });
-                }),
-            }
-            if chunk.len() + elem.len() + 4 > MAX_LIST_BYTES {
+        for (key, data) in elements {
+            codec.put_element(key, data, &mut chunk)?;
+            count += 1;
+            // An element is well under 1 KiB: the list stays below the
+            // 64 KiB an attribute can hold.
+            if chunk.len() >= MAX_LIST_BYTES {
                 let what = format!("{verb} {count} elements of {set}");
                 self.message(msg, table, set, &chunk, &what);
                 chunk.clear();
                 count = 0;
             }
-            put_attr(&mut chunk, NFTA_LIST_ELEM | NLA_F_NESTED, &elem);
-            count += 1;
         }
         if !chunk.is_empty() {
             let what = format!("{verb} {count} elements of {set}");
             self.message(msg, table, set, &chunk, &what);
         }
+        Ok(())
     }
 }
 
-fn put_attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
-    let len = 4 + payload.len();
-    out.extend_from_slice(&(len as u16).to_ne_bytes());
+/// Starts an attribute whose payload follows; [`finish`] sets its length.
+fn start(out: &mut Vec<u8>, kind: u16) -> usize {
+    let at = out.len();
+    out.extend_from_slice(&0u16.to_ne_bytes());
     out.extend_from_slice(&kind.to_ne_bytes());
+    at
+}
+
+/// Sets the length of the attribute started at `at` and pads it.
+fn finish(out: &mut Vec<u8>, at: usize) {
+    let len = out.len() - at;
+    out[at..at + 2].copy_from_slice(&(len as u16).to_ne_bytes());
+    out.resize(at + len.next_multiple_of(4), 0);
+}
+
+fn put_attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
+    let at = start(out, kind);
     out.extend_from_slice(payload);
-    out.resize(out.len() + (len.next_multiple_of(4) - len), 0);
+    finish(out, at);
 }
 
 fn put_str(out: &mut Vec<u8>, kind: u16, text: &str) {
-    let mut bytes = Vec::with_capacity(text.len() + 1);
-    bytes.extend_from_slice(text.as_bytes());
-    bytes.push(0);
-    put_attr(out, kind, &bytes);
-}
-
-fn nest(out: &mut Vec<u8>, kind: u16, fill: impl FnOnce(&mut Vec<u8>)) {
-    let mut inner = Vec::new();
-    fill(&mut inner);
-    put_attr(out, kind | NLA_F_NESTED, &inner);
+    let at = start(out, kind);
+    out.extend_from_slice(text.as_bytes());
+    out.push(0);
+    finish(out, at);
 }
 
 /// Why the kernel refused a batch.
@@ -732,7 +770,7 @@ mod tests {
         let mut kinds = Vec::new();
         while at < batch.bytes.len() {
             let len = u32_at(&batch.bytes, at) as usize;
-            assert!(len <= MAX_LIST_BYTES + 200, "message of {len} bytes");
+            assert!(len <= MAX_LIST_BYTES + 1024, "message of {len} bytes");
             kinds.push(u16::from_ne_bytes([
                 batch.bytes[at + 4],
                 batch.bytes[at + 5],
