@@ -5,13 +5,13 @@
 //! inherit it without `unsafe` pre-exec hooks and no tokio worker ever
 //! changes namespace.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
-use super::nfnl::{self, Codec, SetWrites};
+use super::nfnl::{self, Codec, Outline, SetWrites};
 use super::{Error, Result, TABLE, render};
 use crate::netns;
 
@@ -29,16 +29,16 @@ pub trait Firewall {
         writes: &[SetWrites],
         codecs: &HashMap<String, Codec>,
     ) -> Result<Option<u32>>;
-    /// Whether the namespace has `ip knit` at all.
-    fn table_exists(&self) -> Result<bool>;
-    /// `nft -j list table ip knit`, or `None` when the table is absent.
-    fn list_table(&self) -> Result<Option<String>>;
+    /// What `ip knit` holds, in outline; `None` when there is no table.
+    fn outline(&self) -> Result<Option<Outline>>;
+    /// Whether set `set` of `ip knit` holds every one of `keys`.
+    fn has_elements(&self, set: &str, codec: &Codec, keys: &[&str]) -> Result<bool>;
     /// Runs `conntrack` with these arguments (a `-D` filter); matching no
     /// entry is not an error.
     fn conntrack(&self, args: &[String]) -> Result<()>;
     /// The namespace's nftables generation, which every committed
     /// transaction (ours or anyone's) moves on; `None` when unknown. Lets
-    /// the drift check skip listing a table nobody can have touched.
+    /// the drift check skip reading a table nobody can have touched.
     fn generation(&self) -> Result<Option<u32>> {
         Ok(None)
     }
@@ -205,22 +205,15 @@ impl Firewall for LinuxFirewall {
         Ok(generation)
     }
 
-    fn table_exists(&self) -> Result<bool> {
-        self.with_conn(|conn| conn.table_exists(table_name()).map_err(netlink_error))
+    fn outline(&self) -> Result<Option<Outline>> {
+        self.with_conn(|conn| conn.outline(table_name()).map_err(netlink_error))
     }
 
-    fn list_table(&self) -> Result<Option<String>> {
-        let mut args: Vec<String> = vec!["-j".into(), "list".into(), "table".into()];
-        args.extend(TABLE.split(' ').map(String::from));
-        let out = self.run("nft", args, None)?;
-        if out.status.success() {
-            return Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()));
-        }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if stderr.contains("No such file or directory") {
-            return Ok(None);
-        }
-        Err(failed(format!("nft -j list table {TABLE}"), &out))
+    fn has_elements(&self, set: &str, codec: &Codec, keys: &[&str]) -> Result<bool> {
+        self.with_conn(|conn| {
+            conn.has_elements(table_name(), set, codec, keys)
+                .map_err(netlink_error)
+        })
     }
 
     fn generation(&self) -> Result<Option<u32>> {
@@ -246,12 +239,14 @@ pub struct Recorded {
     /// Element batches passed to `write_elements`, each as its
     /// equivalent `nft` commands.
     pub batches: Vec<String>,
-    /// What `table_exists` answers.
-    pub table_exists: bool,
+
     /// Argument lists passed to `conntrack`, in order.
     pub conntrack: Vec<Vec<String>>,
-    /// What `list_table` answers.
-    pub listing: Option<String>,
+    /// What `outline` answers. A script that builds the table makes it
+    /// `Some` (of no particular shape) if it was `None`.
+    pub outline: Option<Outline>,
+    /// Sets `has_elements` says are missing elements (emptied by hand).
+    pub emptied: BTreeSet<String>,
     /// When set, the next `apply` fails with this message.
     pub fail_next_apply: Option<String>,
     /// What `generation` answers.
@@ -284,7 +279,9 @@ impl Firewall for RecordingFirewall {
             }
             r.scripts.push(script.to_string());
             // Every script that builds the table starts with `add table`.
-            r.table_exists |= script.contains(&format!("add table {TABLE}"));
+            if r.outline.is_none() && script.contains(&format!("add table {TABLE}")) {
+                r.outline = Some(Outline::default());
+            }
             // A recorded generation moves with every transaction, as the
             // kernel's does.
             r.generation = r.generation.map(|g| g.wrapping_add(1));
@@ -306,12 +303,12 @@ impl Firewall for RecordingFirewall {
         })
     }
 
-    fn table_exists(&self) -> Result<bool> {
-        Ok(self.with(|r| r.table_exists))
+    fn outline(&self) -> Result<Option<Outline>> {
+        Ok(self.with(|r| r.outline.clone()))
     }
 
-    fn list_table(&self) -> Result<Option<String>> {
-        Ok(self.with(|r| r.listing.clone()))
+    fn has_elements(&self, set: &str, _codec: &Codec, _keys: &[&str]) -> Result<bool> {
+        Ok(self.with(|r| !r.emptied.contains(set)))
     }
 
     fn conntrack(&self, args: &[String]) -> Result<()> {

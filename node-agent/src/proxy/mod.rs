@@ -139,9 +139,8 @@ pub struct Ruleset {
 }
 
 impl Ruleset {
-    /// What a listing of the kernel's table must show if nobody touched
-    /// it: every chain with its rule count and every planned set with its
-    /// element count (sets filled by the kernel count as `None`).
+    /// What the kernel's table must look like, elements aside, if nobody
+    /// touched it: every chain with its rule count, every named set.
     pub fn shape(&self) -> Shape {
         Shape {
             chains: self
@@ -152,10 +151,7 @@ impl Ruleset {
             sets: self
                 .sets
                 .iter()
-                .map(|(name, set)| {
-                    let count = (!set.dynamic).then_some(set.elements.len());
-                    (name.clone(), count)
-                })
+                .map(|(name, set)| (name.clone(), set.dynamic))
                 .collect(),
         }
     }
@@ -236,13 +232,16 @@ impl Touched {
     }
 }
 
-/// The countable outline of a table, compared by the drift check.
+/// The structure of a table, elements aside: what the drift check and a
+/// full sync compare (reading 100,000 elements back costs the kernel
+/// seconds, so elements are only sampled).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Shape {
     /// Chain name → number of rules.
     pub chains: BTreeMap<String, usize>,
-    /// Set or map name → number of elements (`None`: not compared).
-    pub sets: BTreeMap<String, Option<usize>>,
+    /// Set or map name → whether the datapath fills it (session
+    /// affinity) rather than the agent.
+    pub sets: BTreeMap<String, bool>,
 }
 
 /// What went wrong programming the dataplane.
@@ -275,9 +274,6 @@ pub enum Error {
     /// The kernel refused an element batch, or the socket failed.
     #[error(transparent)]
     Netlink(#[from] nfnl::SendError),
-    /// `nft -j list` printed something we could not read.
-    #[error("cannot read nft's listing: {0}")]
-    Listing(String),
 }
 
 /// Result with the proxy's [`Error`].

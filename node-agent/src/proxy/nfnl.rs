@@ -20,12 +20,16 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 
-use super::SetKind;
+use super::{SetKind, Shape};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_GETCHAIN: u16 = 4;
+const NFT_MSG_GETRULE: u16 = 7;
+const NFT_MSG_GETSET: u16 = 10;
+const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_GETGEN: u16 = 16;
 const NFNL_MSG_BATCH_BEGIN: u16 = 16;
 const NFNL_MSG_BATCH_END: u16 = 17;
@@ -34,7 +38,9 @@ const NFPROTO_IPV4: u8 = 2;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
 const NLA_F_NESTED: u16 = 0x8000;
 
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
@@ -49,6 +55,19 @@ const NFTA_VERDICT_CODE: u16 = 1;
 const NFTA_VERDICT_CHAIN: u16 = 2;
 const NFTA_GEN_ID: u16 = 1;
 const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_TABLE_USERDATA: u16 = 6;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_SET_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
+const NFTA_SET_FLAGS: u16 = 3;
+/// Set flags: anonymous (a rule's inline set), filled by the datapath.
+const NFT_SET_ANONYMOUS: u32 = 0x1;
+const NFT_SET_EVAL: u32 = 0x20;
+/// The table comment's tag in nft's user data.
+const UDATA_TABLE_COMMENT: u8 = 0;
 
 /// Verdict codes (`include/uapi/linux/netfilter.h`, `nf_tables.h`).
 const NF_DROP: i32 = 0;
@@ -628,9 +647,12 @@ impl Conn {
         }
     }
 
-    /// Whether the namespace has the `ip` table `name`.
-    pub fn table_exists(&mut self, name: &str) -> io::Result<bool> {
-        let reply = self.request(|b| {
+    /// The namespace's `ip` table `name` in outline (its comment, chains,
+    /// rule counts and named sets), read back without `nft`, whose
+    /// listing of a 10,000-service table takes seconds: `None` when there
+    /// is no such table.
+    pub fn outline(&mut self, name: &str) -> io::Result<Option<Outline>> {
+        let table = self.request(|b| {
             let at = b.header(
                 (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE,
                 NLM_F_REQUEST,
@@ -640,12 +662,154 @@ impl Conn {
             put_str(&mut b.out, NFTA_TABLE_NAME, name);
             b.close(at);
         })?;
-        if u16::from_ne_bytes([reply[4], reply[5]]) != NLMSG_ERROR {
-            return Ok(true);
+        if u16::from_ne_bytes([table[4], table[5]]) == NLMSG_ERROR {
+            return match -(u32_at(&table, 16) as i32) {
+                ENOENT => Ok(None),
+                errno => Err(io::Error::from_raw_os_error(errno)),
+            };
         }
-        match -(u32_at(&reply, 16) as i32) {
-            ENOENT => Ok(false),
-            errno => Err(io::Error::from_raw_os_error(errno)),
+        let mut outline = Outline {
+            comment: attr(&table, NFTA_TABLE_USERDATA)
+                .and_then(comment_of)
+                .unwrap_or_default(),
+            ..Outline::default()
+        };
+        let ours = |message: &[u8], at: u16| attr(message, at).map(c_str) == Some(name);
+        for message in self.dump(NFT_MSG_GETCHAIN)? {
+            if ours(&message, NFTA_CHAIN_TABLE)
+                && let Some(chain) = attr(&message, NFTA_CHAIN_NAME)
+            {
+                outline
+                    .shape
+                    .chains
+                    .entry(c_str(chain).to_string())
+                    .or_insert(0);
+            }
+        }
+        for message in self.dump(NFT_MSG_GETRULE)? {
+            if ours(&message, NFTA_RULE_TABLE)
+                && let Some(chain) = attr(&message, NFTA_RULE_CHAIN)
+            {
+                *outline
+                    .shape
+                    .chains
+                    .entry(c_str(chain).to_string())
+                    .or_insert(0) += 1;
+            }
+        }
+        for message in self.dump(NFT_MSG_GETSET)? {
+            let (Some(set), true) = (
+                attr(&message, NFTA_SET_NAME),
+                ours(&message, NFTA_SET_TABLE),
+            ) else {
+                continue;
+            };
+            let flags = attr(&message, NFTA_SET_FLAGS)
+                .and_then(|f| f.get(..4))
+                .map_or(0, |f| u32::from_be_bytes([f[0], f[1], f[2], f[3]]));
+            if flags & NFT_SET_ANONYMOUS == 0 {
+                let filled_by_datapath = flags & NFT_SET_EVAL != 0;
+                outline
+                    .shape
+                    .sets
+                    .insert(c_str(set).to_string(), filled_by_datapath);
+            }
+        }
+        Ok(Some(outline))
+    }
+
+    /// Whether the set `set` of the `ip` table `table` holds every one of
+    /// `keys` (one request, answered by the kernel element by element;
+    /// a dump of a 100,000-element set would take it seconds).
+    pub fn has_elements(
+        &mut self,
+        table: &str,
+        set: &str,
+        codec: &Codec,
+        keys: &[&str],
+    ) -> io::Result<bool> {
+        let mut list = Vec::new();
+        for key in keys {
+            codec
+                .put_element(key, None, &mut list)
+                .map_err(io::Error::other)?;
+        }
+        let mut b = Builder {
+            seq: self.seq,
+            ..Builder::default()
+        };
+        let at = b.header(
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+            NLM_F_REQUEST | NLM_F_ACK,
+            NFPROTO_IPV4,
+            0,
+        );
+        put_str(&mut b.out, NFTA_SET_ELEM_LIST_TABLE, table);
+        put_str(&mut b.out, NFTA_SET_ELEM_LIST_SET, set);
+        put_attr(
+            &mut b.out,
+            NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED,
+            &list,
+        );
+        b.close(at);
+        self.seq = b.seq;
+        let want = b.seq;
+        self.send_bytes(&b.out)?;
+        let mut answer = Ok(false);
+        self.receive(|kind, seq, message| {
+            if seq != want || kind != NLMSG_ERROR {
+                return false;
+            }
+            answer = match -(u32_at(message, 16) as i32) {
+                0 => Ok(true),
+                ENOENT => Ok(false),
+                errno => Err(io::Error::from_raw_os_error(errno)),
+            };
+            true
+        })?;
+        answer
+    }
+
+    /// Every message of a dump of `msg` (ip family); an error ends it.
+    fn dump(&mut self, msg: u16) -> io::Result<Vec<Vec<u8>>> {
+        let mut b = Builder {
+            seq: self.seq,
+            ..Builder::default()
+        };
+        let at = b.header(
+            (NFNL_SUBSYS_NFTABLES << 8) | msg,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            NFPROTO_IPV4,
+            0,
+        );
+        b.close(at);
+        self.seq = b.seq;
+        let want = b.seq;
+        self.send_bytes(&b.out)?;
+        let mut messages = Vec::new();
+        let mut failed = None;
+        self.receive(|kind, seq, message| {
+            if seq != want {
+                return false;
+            }
+            match kind {
+                NLMSG_DONE => true,
+                NLMSG_ERROR => {
+                    let errno = -(u32_at(message, 16) as i32);
+                    if errno != 0 {
+                        failed = Some(io::Error::from_raw_os_error(errno));
+                    }
+                    true
+                }
+                _ => {
+                    messages.push(message.to_vec());
+                    false
+                }
+            }
+        })?;
+        match failed {
+            Some(err) => Err(err),
+            None => Ok(messages),
         }
     }
 
@@ -688,6 +852,60 @@ impl Conn {
 
 /// `ENOENT`: no such table.
 const ENOENT: i32 = 2;
+
+/// A table as the kernel holds it, in outline.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outline {
+    /// The table's comment (`""` without one).
+    pub comment: String,
+    /// Its chains with their rule counts, its named sets.
+    pub shape: Shape,
+}
+
+/// The attributes after a netfilter message's headers (or inside a
+/// nested attribute's payload), as (type without flags, payload).
+fn attrs(mut payload: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if payload.len() < 4 {
+            return None;
+        }
+        let len = usize::from(u16::from_ne_bytes([payload[0], payload[1]]));
+        let kind = u16::from_ne_bytes([payload[2], payload[3]]) & 0x3fff;
+        if len < 4 || len > payload.len() {
+            return None;
+        }
+        let value = &payload[4..len];
+        payload = &payload[len.next_multiple_of(4).min(payload.len())..];
+        Some((kind, value))
+    })
+}
+
+/// Attribute `kind` of a whole netfilter message.
+fn attr(message: &[u8], kind: u16) -> Option<&[u8]> {
+    attrs(message.get(20..)?)
+        .find(|(k, _)| *k == kind)
+        .map(|(_, v)| v)
+}
+
+/// A NUL-terminated string attribute.
+fn c_str(value: &[u8]) -> &str {
+    let end = value.iter().position(|b| *b == 0).unwrap_or(value.len());
+    std::str::from_utf8(&value[..end]).unwrap_or("")
+}
+
+/// The comment in a table's user data (nft's type-length-value list).
+fn comment_of(udata: &[u8]) -> Option<String> {
+    let mut rest = udata;
+    while rest.len() >= 2 {
+        let (kind, len) = (rest[0], usize::from(rest[1]));
+        let value = rest.get(2..2 + len)?;
+        if kind == UDATA_TABLE_COMMENT {
+            return Some(c_str(value).to_string());
+        }
+        rest = &rest[2 + len..];
+    }
+    None
+}
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])

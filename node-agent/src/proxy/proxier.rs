@@ -5,10 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
+use super::nfnl::Codec;
 use super::render::Transaction;
-use super::{Error, Firewall, Planner, Result, Ruleset, Shape, Touched, UdpPort, render};
+use super::{Firewall, Planner, Result, Ruleset, Touched, UdpPort, render};
 
 /// How a sync reached the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +53,7 @@ pub struct Proxier<F> {
     /// outlives our mistakes).
     udp: Option<BTreeMap<String, UdpPort>>,
     /// The namespace's nftables generation right after our last
-    /// transaction (or the last listing that found the table intact),
+    /// transaction (or the last reading that found the table intact),
     /// when nobody else committed in between.
     generation: Option<u32>,
 }
@@ -118,10 +117,10 @@ impl<F: Firewall> Proxier<F> {
         let planned = match partial {
             Some(txn) if txn.is_empty() => Ok((SyncKind::Unchanged, txn)),
             Some(txn) => Ok((SyncKind::Partial, txn)),
-            None => self
-                .fw
-                .table_exists()
-                .map(|exists| (SyncKind::Full, render::full_transaction(next, exists))),
+            None => self.fw.outline().map(|existing| {
+                let txn = render::full_transaction(next, existing.as_ref());
+                (SyncKind::Full, txn)
+            }),
         };
         let committed = planned.and_then(|(kind, txn)| {
             if kind != SyncKind::Unchanged {
@@ -229,29 +228,29 @@ impl<F: Firewall> Proxier<F> {
     }
 
     /// Compares the kernel's table with the last applied ruleset (chains,
-    /// rule counts, element counts) and rebuilds it with a full sync if
+    /// rule counts, sets, a sample of each set's elements) and rebuilds
+    /// it with a full sync if
     /// someone deleted, flushed or edited it. `Ok(true)` if it repaired
     /// something. When the namespace's nftables generation shows no
-    /// transaction since ours, nothing is listed (a listing of a 10,000
-    /// service table takes `nft` seconds). Meant to run now and then, not
-    /// on every sync.
+    /// transaction since ours, nothing is read back. Meant to run now and
+    /// then, not on every sync.
     pub fn check(&mut self) -> Result<bool> {
         let Some(last) = &self.last else {
             return Ok(false);
         };
         if self.in_sync {
-            // Nothing committed in the namespace since: nothing to list.
+            // Nothing committed in the namespace since: nothing to read.
             let now = self.fw.generation().ok().flatten();
             if now.is_some() && now == self.generation {
                 return Ok(false);
             }
-            let intact = match self.fw.list_table()? {
-                Some(json) => shape_of_listing(&json)? == last.shape(),
+            let intact = match self.fw.outline()? {
+                Some(outline) => outline.shape == last.shape() && self.elements_present(last)?,
                 None => false,
             };
             if intact {
                 // Someone else's transaction; ours is whole. Remember the
-                // generation so the listing is not repeated until the
+                // generation so the table is not read again until the
                 // next one.
                 if self.fw.generation().ok().flatten() == now {
                     self.generation = now;
@@ -262,6 +261,40 @@ impl<F: Firewall> Proxier<F> {
         }
         let next = last.clone();
         self.sync(next)?;
+        Ok(true)
+    }
+}
+
+/// How many planned elements of each set the drift check looks for.
+const SAMPLED_ELEMENTS: usize = 8;
+
+impl<F: Firewall> Proxier<F> {
+    /// Whether every set the agent fills still holds a sample of its
+    /// planned elements (first, last and evenly between): a map flushed
+    /// or emptied by hand is caught without reading 100,000 elements
+    /// back.
+    fn elements_present(&self, rs: &Ruleset) -> Result<bool> {
+        for (name, set) in rs.sets.iter().filter(|(_, s)| !s.dynamic) {
+            let n = set.elements.len();
+            let Some(codec) = Codec::for_set(set.kind, &set.spec).filter(|_| n > 0) else {
+                continue;
+            };
+            let step = n.div_ceil(SAMPLED_ELEMENTS).max(1);
+            let mut keys: Vec<&str> = set
+                .elements
+                .keys()
+                .step_by(step)
+                .map(String::as_str)
+                .collect();
+            if let Some(last) = set.elements.keys().next_back()
+                && keys.last() != Some(&last.as_str())
+            {
+                keys.push(last);
+            }
+            if !self.fw.has_elements(name, &codec, &keys)? {
+                return Ok(false);
+            }
+        }
         Ok(true)
     }
 }
@@ -352,45 +385,4 @@ pub(crate) fn stale_udp(
         }
     }
     out
-}
-
-/// The [`Shape`] of a table as `nft -j list table` prints it.
-pub(crate) fn shape_of_listing(json: &str) -> Result<Shape> {
-    let doc: Value = serde_json::from_str(json).map_err(|e| Error::Listing(e.to_string()))?;
-    let items = doc
-        .get("nftables")
-        .and_then(Value::as_array)
-        .ok_or_else(|| Error::Listing("no \"nftables\" array".into()))?;
-    let mut shape = Shape::default();
-    for item in items {
-        let Some((kind, body)) = item.as_object().and_then(|o| o.iter().next()) else {
-            continue;
-        };
-        let name = body.get("name").and_then(Value::as_str);
-        match (kind.as_str(), name) {
-            ("chain", Some(name)) => {
-                shape.chains.entry(name.to_string()).or_insert(0);
-            }
-            ("rule", _) => {
-                if let Some(chain) = body.get("chain").and_then(Value::as_str) {
-                    *shape.chains.entry(chain.to_string()).or_insert(0) += 1;
-                }
-            }
-            ("set" | "map", Some(name)) => {
-                let dynamic = body
-                    .get("flags")
-                    .and_then(Value::as_array)
-                    .is_some_and(|f| f.iter().any(|f| f == "dynamic"));
-                let count = body
-                    .get("elem")
-                    .and_then(Value::as_array)
-                    .map_or(0, Vec::len);
-                shape
-                    .sets
-                    .insert(name.to_string(), (!dynamic).then_some(count));
-            }
-            _ => {}
-        }
-    }
-    Ok(shape)
 }

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
-use super::nfnl::{Codec, SetWrites};
+use super::nfnl::{Codec, Outline, SetWrites};
 use super::{Ruleset, SetKind, TABLE, Touched};
 
 /// The comment on the table, for people reading `nft list ruleset`.
@@ -114,31 +114,40 @@ fn codecs_of(rs: &Ruleset, names: impl Iterator<Item = String>) -> Option<HashMa
     Some(out)
 }
 
-/// A full sync of `rs`. Over a table that exists, one `nft` script
-/// replaces it atomically (packets never see it half-built). When there
-/// is no table, nothing can be broken by building it in two steps, so
-/// `nft` declares the structure and the elements (nearly all of a large
-/// table) go over netlink, several times faster than `nft` parses them.
-pub fn full_transaction(rs: &Ruleset, table_exists: bool) -> Transaction {
-    if table_exists {
-        return Transaction::Script(full(rs));
-    }
-    let with_elements = rs
-        .sets
-        .iter()
-        .filter(|(_, s)| !s.dynamic && !s.elements.is_empty())
-        .map(|(name, _)| name.clone());
-    let Some(codecs) = codecs_of(rs, with_elements) else {
+/// A full sync of `rs`, given what the namespace's table looks like now
+/// (`None`: there is none):
+///
+/// - no table: nothing can be broken by building it in two steps, so
+///   `nft` declares it and the elements (nearly all of a large table) go
+///   over netlink, several times faster than `nft` parses them;
+/// - a table with this plan's structure (its comment carries a hash of
+///   the sets, chains and rules, and the kernel's chains, rule counts and
+///   sets agree): one netlink batch empties every map and set and fills
+///   them again, atomically (an agent restart, a relist after a failure);
+/// - anything else: one `nft` script replaces the table atomically.
+pub fn full_transaction(rs: &Ruleset, existing: Option<&Outline>) -> Transaction {
+    let statics = rs.sets.iter().filter(|(_, s)| !s.dynamic);
+    let Some(codecs) = codecs_of(rs, statics.map(|(name, _)| name.clone())) else {
         return Transaction::Script(full(rs));
     };
-    let mut prepare = String::new();
-    structure(rs, &mut prepare);
+    let prepare = match existing {
+        None => {
+            let mut prepare = String::new();
+            structure(rs, &mut prepare);
+            prepare
+        }
+        Some(outline) if same_structure(rs, outline) => String::new(),
+        Some(_) => return Transaction::Script(full(rs)),
+    };
+    // A table just declared has nothing to empty.
+    let fresh = !prepare.is_empty();
     let writes = rs
         .sets
         .iter()
         .filter(|(name, _)| codecs.contains_key(*name))
         .map(|(name, set)| SetWrites {
             set: name.clone(),
+            flush: !fresh,
             adds: set
                 .elements
                 .iter()
@@ -146,6 +155,7 @@ pub fn full_transaction(rs: &Ruleset, table_exists: bool) -> Transaction {
                 .collect(),
             ..SetWrites::default()
         })
+        .filter(|w| w.flush || !w.adds.is_empty())
         .collect();
     Transaction::Elements {
         prepare,
@@ -153,6 +163,29 @@ pub fn full_transaction(rs: &Ruleset, table_exists: bool) -> Transaction {
         codecs,
         cleanup: String::new(),
     }
+}
+
+/// Whether the kernel's table was built from `rs`'s sets, chains and
+/// rules (elements aside).
+fn same_structure(rs: &Ruleset, outline: &Outline) -> bool {
+    outline.comment == comment(rs) && outline.shape == rs.shape()
+}
+
+/// The table's comment: who writes it, and a hash of the sets, chains
+/// and rules it was built with, so that a later full sync can tell
+/// whether only its elements need rewriting.
+pub fn comment(rs: &Ruleset) -> String {
+    let mut body = String::new();
+    declarations(rs, &mut body);
+    format!("{COMMENT} (structure {:016x})", fnv1a(body.as_bytes()))
+}
+
+/// FNV-1a, 64 bits: stable across builds and platforms, unlike std's
+/// hasher, so a restarted (or upgraded) agent computes the same value.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// A transaction that replaces whatever `ip knit` holds (or nothing) by
@@ -196,7 +229,12 @@ pub fn full(rs: &Ruleset) -> String {
 fn structure(rs: &Ruleset, out: &mut String) {
     let _ = writeln!(out, "add table {TABLE}");
     let _ = writeln!(out, "delete table {TABLE}");
-    let _ = writeln!(out, "add table {TABLE} {{ comment \"{COMMENT}\"; }}");
+    let _ = writeln!(out, "add table {TABLE} {{ comment \"{}\"; }}", comment(rs));
+    declarations(rs, out);
+}
+
+/// The sets, chains and rules of `rs`, as commands.
+fn declarations(rs: &Ruleset, out: &mut String) {
     for (name, set) in &rs.sets {
         let _ = writeln!(
             out,

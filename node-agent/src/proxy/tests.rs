@@ -7,8 +7,9 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
 
+use super::nfnl::Outline;
 use super::plan::is_pick_chain;
-use super::proxier::{shape_of_listing, stale_udp};
+use super::proxier::stale_udp;
 use super::*;
 
 /// `rs` without the pick chains no element points to: a planner keeps
@@ -414,56 +415,89 @@ fn the_drift_check_compares_chains_rules_and_elements() {
     let fw = RecordingFirewall::default();
     let mut proxier = Proxier::new(fw.clone());
     proxier.sync(rs.clone()).unwrap();
+    let whole = Outline {
+        comment: render::comment(&rs),
+        shape: rs.shape(),
+    };
+    let set_outline = |outline: Option<Outline>| fw.record.lock().unwrap().outline = outline;
+    let counts = || {
+        let rec = fw.record.lock().unwrap();
+        (rec.scripts.len(), rec.batches.len())
+    };
 
-    // A listing with the planned shape is left alone.
-    let mut items = vec![
-        json!({"metainfo": {"version": "1.0.6"}}),
-        json!({"table": {"family": "ip", "name": "knit"}}),
-    ];
-    for (name, chain) in &rs.chains {
-        items.push(json!({"chain": {"family": "ip", "table": "knit", "name": name}}));
-        for _ in &chain.rules {
-            items.push(
-                json!({"rule": {"family": "ip", "table": "knit", "chain": name, "expr": []}}),
-            );
-        }
-    }
-    for (name, set) in &rs.sets {
-        let elem: Vec<_> = set.elements.keys().map(|k| json!(k)).collect();
-        let kind = if set.kind == SetKind::Map {
-            "map"
-        } else {
-            "set"
-        };
-        items.push(json!({kind: {"family": "ip", "name": name, "table": "knit", "elem": elem}}));
-    }
-    let listing = json!({"nftables": items}).to_string();
-    assert_eq!(shape_of_listing(&listing).unwrap(), rs.shape());
-    fw.record.lock().unwrap().listing = Some(listing);
+    // A table of the planned shape is left alone.
+    set_outline(Some(whole.clone()));
     assert!(!proxier.check().unwrap());
-    assert_eq!(fw.record.lock().unwrap().scripts.len(), 1);
+    assert_eq!(counts(), (1, 1));
 
-    // A flushed table (chains, no rules) is rebuilt with a full sync.
-    let flushed: Vec<_> = items_without_rules(&rs);
-    fw.record.lock().unwrap().listing = Some(json!({"nftables": flushed}).to_string());
+    // A flushed table (chains, no rules) is rebuilt by one script.
+    let mut flushed = whole.clone();
+    flushed.shape.chains.values_mut().for_each(|n| *n = 0);
+    set_outline(Some(flushed));
     assert!(proxier.check().unwrap());
-    // So is a deleted one.
-    fw.record.lock().unwrap().listing = None;
+    assert_eq!(counts(), (2, 1));
+    let script = fw.record.lock().unwrap().scripts[1].clone();
+    assert_eq!(script, render::full(&rs));
+
+    // A map emptied by hand: the structure stands, so one batch empties
+    // and refills every map and set.
+    set_outline(Some(whole.clone()));
+    fw.record
+        .lock()
+        .unwrap()
+        .emptied
+        .insert("service-ips".into());
     assert!(proxier.check().unwrap());
-    let rec = fw.record.lock().unwrap();
-    assert_eq!(rec.scripts.len(), 3);
+    fw.record.lock().unwrap().emptied.clear();
+    assert_eq!(counts(), (2, 2));
+    let batch = fw.record.lock().unwrap().batches[1].clone();
     assert!(
-        rec.scripts[1..]
-            .iter()
-            .all(|s| s.starts_with("add table ip knit\ndelete table"))
+        batch.starts_with("flush set ip knit cluster-ips\n"),
+        "{batch}"
     );
+    assert!(
+        batch.contains(
+            "add element ip knit service-ips { 10.3.241.152 . tcp . 80 : goto cluster-tcp-2 }"
+        ),
+        "{batch}"
+    );
+
+    // A deleted table is declared again and filled.
+    set_outline(None);
+    assert!(proxier.check().unwrap());
+    assert_eq!(counts(), (3, 3));
+    let script = fw.record.lock().unwrap().scripts[2].clone();
+    assert!(
+        script.starts_with("add table ip knit\ndelete table"),
+        "{script}"
+    );
+    assert!(!script.contains("add element"), "{script}");
 }
 
-fn items_without_rules(rs: &Ruleset) -> Vec<serde_json::Value> {
-    rs.chains
-        .keys()
-        .map(|name| json!({"chain": {"family": "ip", "table": "knit", "name": name}}))
-        .collect()
+#[test]
+fn the_table_comment_changes_with_the_structure_not_the_elements() {
+    let two = desired(&node(), &[service_test(json!({}))], &[two_pods()]);
+    let moved = desired(
+        &node(),
+        &[service_test(json!({}))],
+        &[slice(
+            "service-test",
+            "http",
+            "TCP",
+            8080,
+            &[("10.0.2.2", "node-2", true), ("10.0.3.2", "node-3", true)],
+        )],
+    );
+    let affinity = desired(
+        &node(),
+        &[service_test(json!({"sessionAffinity": "ClientIP"}))],
+        &[two_pods()],
+    );
+    // Other endpoints, same chains: the same structure.
+    assert_ne!(two.sets["endpoints-tcp"], moved.sets["endpoints-tcp"]);
+    assert_eq!(render::comment(&two), render::comment(&moved));
+    assert_ne!(render::comment(&two), render::comment(&affinity));
+    assert!(render::full(&two).contains(&format!("comment \"{}\"", render::comment(&two))));
 }
 
 #[test]
@@ -817,15 +851,15 @@ fn the_drift_check_lists_nothing_while_the_generation_stands_still() {
     proxier
         .sync(desired(&node(), &[service_test(json!({}))], &[two_pods()]))
         .unwrap();
-    // No listing is set (it would say "absent"), and none is read: the
-    // generation is still the one our transaction made.
+    // The recorded table has no particular shape, and it is not read:
+    // the generation is still the one our transaction made.
     assert!(!proxier.check().unwrap());
-    // Someone else commits: now the listing is read, finds no table and
-    // the proxier rebuilds it.
+    // Someone else commits: now the table is read, is not the planned
+    // one, and the proxier rebuilds it.
     fw.record.lock().unwrap().generation = Some(1000);
     assert!(proxier.check().unwrap());
     assert_eq!(fw.record.lock().unwrap().scripts.len(), 2);
-    // Unknown generations always mean a listing.
+    // Unknown generations always mean a reading.
     let fw = RecordingFirewall::default();
     let mut proxier = Proxier::new(fw.clone());
     proxier
