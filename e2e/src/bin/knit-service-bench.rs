@@ -259,15 +259,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let plan = start.elapsed();
     // a) Into a node without the table (a first start, or after someone
     //    deleted it): nft declares it, the elements go over netlink.
-    let deleted = Command::new("ip")
-        .args(["netns", "exec", &node_ns])
-        .args(["nft", "delete", "table", "ip", "knit"])
-        .output()?;
-    ensure!(
-        deleted.status.success(),
-        "nft delete table: {}",
-        text(&deleted.stderr)
-    );
+    nft_in(&node_ns, &["delete", "table", "ip", "knit"])?;
     let mut fresh = Proxier::new(LinuxFirewall::in_netns(netns.path(&node_ns)?));
     let report = fresh.sync_planned(&mut planner)?;
     let full = start.elapsed();
@@ -296,15 +288,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // The drift check after someone else committed in the namespace (so
     // that it must read the table back: its outline and a sample of
     // every map's elements).
-    let other = Command::new("ip")
-        .args(["netns", "exec", &node_ns])
-        .args(["nft", "add", "table", "ip", "bench-other"])
-        .output()?;
-    ensure!(
-        other.status.success(),
-        "nft add table: {}",
-        text(&other.stderr)
-    );
+    nft_in(&node_ns, &["add", "table", "ip", "bench-other"])?;
     let checking = Instant::now();
     ensure!(!proxier.check()?, "the drift check found drift");
     println!(
@@ -438,6 +422,21 @@ ip -n {n2} route add {cidr1} via {ip1}
     );
     let out = Command::new("sh").args(["-c", &script]).output()?;
     ensure!(out.status.success(), "the underlay: {}", text(&out.stderr));
+    Ok(())
+}
+
+/// Runs `nft args` in the namespace named `ns`.
+fn nft_in(ns: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "nft"])
+        .args(args)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "nft {}: {}",
+        args.join(" "),
+        text(&out.stderr)
+    );
     Ok(())
 }
 

@@ -563,17 +563,35 @@ impl Conn {
         }
     }
 
-    /// Sends a one-message request built by `fill` and returns the
-    /// answer to it.
-    fn request(&mut self, fill: impl FnOnce(&mut Builder)) -> io::Result<Vec<u8>> {
+    /// Sends one request: message `msg` with `flags`, its attributes
+    /// written by `fill`. Returns its sequence number.
+    fn send_request(
+        &mut self,
+        msg: u16,
+        flags: u16,
+        family: u8,
+        fill: impl FnOnce(&mut Vec<u8>),
+    ) -> io::Result<u32> {
         let mut b = Builder {
             seq: self.seq,
             ..Builder::default()
         };
-        fill(&mut b);
+        let at = b.header((NFNL_SUBSYS_NFTABLES << 8) | msg, flags, family, 0);
+        fill(&mut b.out);
+        b.close(at);
         self.seq = b.seq;
-        let want = b.seq;
         self.send_bytes(&b.out)?;
+        Ok(b.seq)
+    }
+
+    /// The one message that answers a request.
+    fn request(
+        &mut self,
+        msg: u16,
+        family: u8,
+        fill: impl FnOnce(&mut Vec<u8>),
+    ) -> io::Result<Vec<u8>> {
+        let want = self.send_request(msg, NLM_F_REQUEST, family, fill)?;
         let mut answer = Vec::new();
         self.receive(|_, seq, message| {
             if seq != want {
@@ -652,15 +670,8 @@ impl Conn {
     /// listing of a 10,000-service table takes seconds: `None` when there
     /// is no such table.
     pub fn outline(&mut self, name: &str) -> io::Result<Option<Outline>> {
-        let table = self.request(|b| {
-            let at = b.header(
-                (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE,
-                NLM_F_REQUEST,
-                NFPROTO_IPV4,
-                0,
-            );
-            put_str(&mut b.out, NFTA_TABLE_NAME, name);
-            b.close(at);
+        let table = self.request(NFT_MSG_GETTABLE, NFPROTO_IPV4, |out| {
+            put_str(out, NFTA_TABLE_NAME, name);
         })?;
         if u16::from_ne_bytes([table[4], table[5]]) == NLMSG_ERROR {
             return match -(u32_at(&table, 16) as i32) {
@@ -734,27 +745,16 @@ impl Conn {
                 .put_element(key, None, &mut list)
                 .map_err(io::Error::other)?;
         }
-        let mut b = Builder {
-            seq: self.seq,
-            ..Builder::default()
-        };
-        let at = b.header(
-            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+        let want = self.send_request(
+            NFT_MSG_GETSETELEM,
             NLM_F_REQUEST | NLM_F_ACK,
             NFPROTO_IPV4,
-            0,
-        );
-        put_str(&mut b.out, NFTA_SET_ELEM_LIST_TABLE, table);
-        put_str(&mut b.out, NFTA_SET_ELEM_LIST_SET, set);
-        put_attr(
-            &mut b.out,
-            NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED,
-            &list,
-        );
-        b.close(at);
-        self.seq = b.seq;
-        let want = b.seq;
-        self.send_bytes(&b.out)?;
+            |out| {
+                put_str(out, NFTA_SET_ELEM_LIST_TABLE, table);
+                put_str(out, NFTA_SET_ELEM_LIST_SET, set);
+                put_attr(out, NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, &list);
+            },
+        )?;
         let mut answer = Ok(false);
         self.receive(|kind, seq, message| {
             if seq != want || kind != NLMSG_ERROR {
@@ -772,20 +772,7 @@ impl Conn {
 
     /// Every message of a dump of `msg` (ip family); an error ends it.
     fn dump(&mut self, msg: u16) -> io::Result<Vec<Vec<u8>>> {
-        let mut b = Builder {
-            seq: self.seq,
-            ..Builder::default()
-        };
-        let at = b.header(
-            (NFNL_SUBSYS_NFTABLES << 8) | msg,
-            NLM_F_REQUEST | NLM_F_DUMP,
-            NFPROTO_IPV4,
-            0,
-        );
-        b.close(at);
-        self.seq = b.seq;
-        let want = b.seq;
-        self.send_bytes(&b.out)?;
+        let want = self.send_request(msg, NLM_F_REQUEST | NLM_F_DUMP, NFPROTO_IPV4, |_| {})?;
         let mut messages = Vec::new();
         let mut failed = None;
         self.receive(|kind, seq, message| {
@@ -816,15 +803,7 @@ impl Conn {
     /// The namespace's ruleset generation (`NFT_MSG_GETGEN`, what `nft`
     /// itself asks first): one round trip instead of a listing.
     pub fn generation(&mut self) -> io::Result<Option<u32>> {
-        let reply = self.request(|b| {
-            let at = b.header(
-                (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN,
-                NLM_F_REQUEST,
-                0,
-                0,
-            );
-            b.close(at);
-        })?;
+        let reply = self.request(NFT_MSG_GETGEN, 0, |_| {})?;
         let u16_at = |i: usize| {
             reply
                 .get(i..i + 2)
