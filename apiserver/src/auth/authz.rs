@@ -10,8 +10,13 @@
 //!   delete those pods, write events; read a secret or configmap only when
 //!   a pod bound to it uses it;
 //! - every authenticated user may read discovery and ask what it may do
-//!   (SelfSubjectAccessReview);
+//!   (SelfSubjectAccessReview, SelfSubjectRulesReview);
 //! - everything else is denied.
+//!
+//! The node rules and what everyone may do are tables ([`NODE_RULES`],
+//! [`DISCOVERY_URLS`]) that both [`authorize`] and [`rules_for`] (the
+//! answer to `kubectl auth can-i --list`) read, so what is listed and what
+//! is decided cannot drift apart.
 
 use serde_json::Value;
 
@@ -150,17 +155,145 @@ pub enum Decision {
     Deny(String),
 }
 
-/// Paths every authenticated user may read (Kubernetes' system:discovery
-/// and system:public-info-viewer roles).
+/// The paths every authenticated user may GET (Kubernetes'
+/// system:discovery and system:public-info-viewer roles), as RBAC writes
+/// non-resource URLs: exact, or a prefix ending in `*`. A trailing `/` on
+/// the request path is ignored.
+pub const DISCOVERY_URLS: &[&str] = &[
+    "/api",
+    "/api/*",
+    "/apis",
+    "/apis/*",
+    "/healthz",
+    "/livez",
+    "/openapi/*",
+    "/readyz",
+    "/version",
+];
+
+/// What every authenticated user may do with resources: ask what it may
+/// do (Kubernetes' system:basic-user role).
+const EVERYONE: &[Rule] = &[Rule::new(
+    "authorization.k8s.io",
+    &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+    "",
+    &["create"],
+    Only::Any,
+)];
+
+/// The verbs the controllers may use: every verb knit's API serves; only
+/// `impersonate` is kept from them.
+const CONTROLLER_VERBS: &[&str] = &[
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+];
+
+/// Which objects a [`Rule`] covers beyond its group, resource and verb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Only {
+    /// Every object.
+    Any,
+    /// The node's own Node (a create names it in the body, which
+    /// `admit_node_create` checks).
+    OwnNode,
+    /// The node's own Lease in `kube-node-lease`.
+    OwnLease,
+    /// Pods bound to the node: known only by looking the pod up.
+    BoundPod,
+    /// Secrets and configmaps a pod bound to the node uses: known only by
+    /// looking its pods up.
+    UsedByPod,
+}
+
+impl Only {
+    /// Whether the rule depends on other objects, so that a list of rules
+    /// cannot say which objects it covers.
+    pub fn needs_relationship(self) -> bool {
+        matches!(self, Only::BoundPod | Only::UsedByPod)
+    }
+}
+
+/// One row of a rule table: `verbs` on `resources` (with `subresource`) in
+/// `group`, for the objects `only` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub group: &'static str,
+    pub resources: &'static [&'static str],
+    pub subresource: &'static str,
+    pub verbs: &'static [&'static str],
+    pub only: Only,
+}
+
+impl Rule {
+    const fn new(
+        group: &'static str,
+        resources: &'static [&'static str],
+        subresource: &'static str,
+        verbs: &'static [&'static str],
+        only: Only,
+    ) -> Rule {
+        Rule {
+            group,
+            resources,
+            subresource,
+            verbs,
+            only,
+        }
+    }
+
+    /// Whether the rule speaks of this request's verb and resource (its
+    /// `only` still has to agree).
+    fn covers(&self, a: &Attributes) -> bool {
+        a.resource_request
+            && a.group == self.group
+            && self.resources.contains(&a.resource.as_str())
+            && a.subresource == self.subresource
+            && self.verbs.contains(&a.verb.as_str())
+    }
+}
+
+const READ: &[&str] = &["get", "list", "watch"];
+const WRITE: &[&str] = &["create", "update", "patch"];
+
+/// What a node may do: the Node authorizer and NodeRestriction, for what
+/// knit's agent does. The one source of both [`authorize`]'s decisions for
+/// nodes and the rules a SelfSubjectRulesReview lists; no two rows cover
+/// the same group, resource, subresource and verb.
+#[rustfmt::skip]
+pub const NODE_RULES: &[Rule] = &[
+    Rule::new("",                    &["nodes"],          "",       READ,                                 Only::Any),
+    Rule::new("",                    &["nodes"],          "",       WRITE,                                Only::OwnNode),
+    Rule::new("",                    &["nodes"],          "status", &["get", "create", "update", "patch"], Only::OwnNode),
+    Rule::new("coordination.k8s.io", &["leases"],         "",       &["get", "create", "update", "patch"], Only::OwnLease),
+    Rule::new("",                    &["pods"],           "",       READ,                                 Only::Any),
+    Rule::new("",                    &["pods"],           "status", &["get", "update", "patch"],          Only::BoundPod),
+    Rule::new("",                    &["pods"],           "",       &["delete"],                          Only::BoundPod),
+    Rule::new("",                    &["events"],         "",       WRITE,                                Only::Any),
+    Rule::new("events.k8s.io",       &["events"],         "",       WRITE,                                Only::Any),
+    Rule::new("",                    &["services", "endpoints", "namespaces"], "", READ,                  Only::Any),
+    Rule::new("discovery.k8s.io",    &["endpointslices"], "",       READ,                                 Only::Any),
+    Rule::new("",                    &["secrets", "configmaps"], "", &["get"],                            Only::UsedByPod),
+];
+
+/// Whether an RBAC non-resource URL (exact, or a prefix ending in `*`)
+/// matches `path`.
+fn url_matches(pattern: &str, path: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => path.starts_with(prefix),
+        None => path == pattern,
+    }
+}
+
+/// Whether every authenticated user may GET `path`.
 fn discovery_path(path: &str) -> bool {
     let path = path.trim_end_matches('/');
-    matches!(
-        path,
-        "/api" | "/apis" | "/version" | "/healthz" | "/livez" | "/readyz"
-    ) || path.starts_with("/openapi/")
-        || path == "/openapi/v3"
-        || path.starts_with("/api/")
-        || path.starts_with("/apis/")
+    DISCOVERY_URLS.iter().any(|url| url_matches(url, path))
 }
 
 /// Decides one request. Looks objects up in the store for the node rules.
@@ -174,14 +307,13 @@ pub async fn authorize(state: &AppState, who: &Identity, attrs: &Attributes) -> 
     if who.user == CONTROLLERS {
         return Decision::Allow;
     }
-    if attrs.resource_request
-        && attrs.group == "authorization.k8s.io"
-        && matches!(
-            attrs.resource.as_str(),
-            "selfsubjectaccessreviews" | "selfsubjectrulesreviews"
-        )
-        && attrs.verb == "create"
-    {
+    // The review endpoints answer whatever follows the resource in the
+    // path the same way, so a subresource there changes nothing.
+    let review = Attributes {
+        subresource: String::new(),
+        ..attrs.clone()
+    };
+    if EVERYONE.iter().any(|rule| rule.covers(&review)) {
         return Decision::Allow;
     }
     if !attrs.resource_request {
@@ -206,63 +338,170 @@ fn allow_if(ok: bool, reason: impl FnOnce() -> String) -> Decision {
     }
 }
 
-/// The Node authorizer and NodeRestriction, for what knit's agent does.
+/// A node's request, decided by the row of [`NODE_RULES`] that covers it.
 async fn node_rules(state: &AppState, node: &str, a: &Attributes) -> Decision {
-    let read = matches!(a.verb.as_str(), "get" | "list" | "watch");
     let no_relation = || format!("no relationship found between node '{node}' and this object");
-    let verb = a.verb.as_str();
-    match (
-        a.group.as_str(),
-        a.resource.as_str(),
-        a.subresource.as_str(),
-    ) {
-        ("", "nodes", "") if read => Decision::Allow,
-        ("", "nodes", "" | "status") if matches!(verb, "create" | "update" | "patch" | "get") => {
-            // A create names its node in the body; `admit_node_create`
-            // checks it before the request goes on.
-            allow_if(
-                a.name == node || (verb == "create" && a.name.is_empty()),
-                || format!("node '{node}' cannot modify node '{}'", a.name),
-            )
-        }
-        ("coordination.k8s.io", "leases", "")
-            if matches!(verb, "get" | "create" | "update" | "patch") =>
+    let Some(rule) = NODE_RULES.iter().find(|rule| rule.covers(a)) else {
+        // Kubernetes' Node authorizer speaks up for every secret and
+        // configmap request it refuses; RBAC is silent about the rest.
+        return if a.group.is_empty()
+            && a.subresource.is_empty()
+            && matches!(a.resource.as_str(), "secrets" | "configmaps")
         {
-            allow_if(
-                a.namespace == LEASE_NAMESPACE
-                    && (a.name == node || (verb == "create" && a.name.is_empty())),
-                || {
-                    "can only access node lease with the same name as the requesting node"
-                        .to_owned()
-                },
-            )
-        }
-        ("", "pods", "") if read => Decision::Allow,
-        ("", "pods", "status") if matches!(verb, "get" | "update" | "patch") => {
-            bound_pod(state, node, a).await
-        }
-        ("", "pods", "") if verb == "delete" => bound_pod(state, node, a).await,
-        ("", "events", "") | ("events.k8s.io", "events", "")
-            if matches!(verb, "create" | "update" | "patch") =>
-        {
-            Decision::Allow
-        }
-        ("", "services" | "endpoints" | "namespaces", "")
-        | ("discovery.k8s.io", "endpointslices", "")
-            if read =>
-        {
-            Decision::Allow
-        }
-        ("", "secrets" | "configmaps", "") if verb == "get" && !a.name.is_empty() => {
-            let used = pods_of(state, node, &a.namespace)
-                .await
-                .iter()
-                .any(|pod| pod_uses(pod, &a.resource, &a.name));
+            Decision::Deny(no_relation())
+        } else {
+            Decision::Deny(String::new())
+        };
+    };
+    // A create names its object in the body, which `admit_node_create`
+    // checks before the request goes on.
+    let own = |name: &str| a.name == name || (a.verb == "create" && a.name.is_empty());
+    match rule.only {
+        Only::Any => Decision::Allow,
+        Only::OwnNode => allow_if(own(node), || {
+            format!("node '{node}' cannot modify node '{}'", a.name)
+        }),
+        Only::OwnLease => allow_if(a.namespace == LEASE_NAMESPACE && own(node), || {
+            "can only access node lease with the same name as the requesting node".to_owned()
+        }),
+        Only::BoundPod => bound_pod(state, node, a).await,
+        Only::UsedByPod => {
+            let used = !a.name.is_empty()
+                && pods_of(state, node, &a.namespace)
+                    .await
+                    .iter()
+                    .any(|pod| pod_uses(pod, &a.resource, &a.name));
             allow_if(used, no_relation)
         }
-        ("", "secrets" | "configmaps", "") => Decision::Deny(no_relation()),
-        _ => Decision::Deny(String::new()),
     }
+}
+
+/// An RBAC resource rule, as a SelfSubjectRulesReview lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceRule {
+    pub verbs: Vec<String>,
+    pub api_groups: Vec<String>,
+    pub resources: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resource_names: Vec<String>,
+}
+
+/// An RBAC non-resource rule.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NonResourceRule {
+    pub verbs: Vec<String>,
+    #[serde(rename = "nonResourceURLs")]
+    pub non_resource_urls: Vec<String>,
+}
+
+/// What an identity may do in a namespace: a SelfSubjectRulesReview's
+/// status.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleList {
+    pub resource_rules: Vec<ResourceRule>,
+    pub non_resource_rules: Vec<NonResourceRule>,
+    /// True when some of what the identity may do depends on other
+    /// objects and so is not in the lists.
+    pub incomplete: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub evaluation_error: String,
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+impl ResourceRule {
+    fn everything(verbs: &[&str]) -> ResourceRule {
+        ResourceRule {
+            verbs: strings(verbs),
+            api_groups: strings(&["*"]),
+            resources: strings(&["*"]),
+            resource_names: Vec::new(),
+        }
+    }
+
+    fn of(rule: &Rule, names: &[&str]) -> ResourceRule {
+        let resources = rule
+            .resources
+            .iter()
+            .map(|r| {
+                if rule.subresource.is_empty() {
+                    (*r).to_owned()
+                } else {
+                    format!("{r}/{}", rule.subresource)
+                }
+            })
+            .collect();
+        ResourceRule {
+            verbs: strings(rule.verbs),
+            api_groups: strings(&[rule.group]),
+            resources,
+            resource_names: strings(names),
+        }
+    }
+}
+
+/// The rules `who` has in `namespace` (empty: the rules that hold in every
+/// namespace), read from the same tables [`authorize`] decides by. Rules
+/// that hold only for objects related to a node (its pods' status, the
+/// secrets its pods use) cannot be written as RBAC rules; they are left
+/// out and the list is marked incomplete, as Kubernetes' Node authorizer
+/// does.
+pub fn rules_for(who: &Identity, namespace: &str) -> RuleList {
+    let all_paths = || {
+        vec![NonResourceRule {
+            verbs: strings(&["*"]),
+            non_resource_urls: strings(&["*"]),
+        }]
+    };
+    let mut list = RuleList {
+        resource_rules: Vec::new(),
+        non_resource_rules: Vec::new(),
+        incomplete: false,
+        evaluation_error: String::new(),
+    };
+    if who.in_group(MASTERS) {
+        list.resource_rules.push(ResourceRule::everything(&["*"]));
+        list.non_resource_rules = all_paths();
+        return list;
+    }
+    if who.user == CONTROLLERS {
+        list.resource_rules
+            .push(ResourceRule::everything(CONTROLLER_VERBS));
+        list.non_resource_rules = all_paths();
+        return list;
+    }
+    list.resource_rules = EVERYONE.iter().map(|r| ResourceRule::of(r, &[])).collect();
+    list.non_resource_rules.push(NonResourceRule {
+        verbs: strings(&["get"]),
+        non_resource_urls: strings(DISCOVERY_URLS),
+    });
+    let Some(node) = who.node_name() else {
+        return list;
+    };
+    for rule in NODE_RULES {
+        match rule.only {
+            Only::Any => list.resource_rules.push(ResourceRule::of(rule, &[])),
+            Only::OwnNode => list.resource_rules.push(ResourceRule::of(rule, &[node])),
+            Only::OwnLease if namespace == LEASE_NAMESPACE => {
+                list.resource_rules.push(ResourceRule::of(rule, &[node]));
+            }
+            Only::OwnLease => {}
+            Only::BoundPod | Only::UsedByPod => list.incomplete = true,
+        }
+    }
+    if list.incomplete {
+        list.evaluation_error = format!(
+            "node '{node}' may also get, update and patch the status of pods bound to it, \
+             delete them, and get the secrets and configmaps they use; those rules depend \
+             on the objects and are not listed"
+        );
+    }
+    list
 }
 
 /// Allowed when the named pod is bound to `node` (and, when the request

@@ -1,7 +1,8 @@
 //! The API's front door: who is asking (client certificates signed by the
 //! cluster CA, bearer tokens, impersonation by the admin), whether they may
 //! (`authz`), how much at once (`limits`), and the few endpoints that exist
-//! only for security: `/cacerts` for joining nodes, SelfSubjectAccessReview,
+//! only for security: `/cacerts` for joining nodes, SelfSubjectAccessReview
+//! and SelfSubjectRulesReview (`rules_review`),
 //! and ([`nodecerts`]) `/knit/v1/join`, where a join token buys a node its
 //! certificates, and `/knit/v1/serving-certificate`, where a node with its
 //! credential gets a serving certificate for itself.
@@ -14,6 +15,7 @@ pub mod authz;
 pub mod limits;
 pub mod nodecerts;
 pub mod pki;
+mod rules_review;
 pub mod tls;
 pub mod tokens;
 
@@ -239,8 +241,8 @@ async fn impersonate(
 }
 
 /// The middleware: authenticate, apply impersonation, answer
-/// SelfSubjectAccessReviews, authorize, admit node writes, then hand the
-/// request on within the limits.
+/// SelfSubjectAccessReviews and SelfSubjectRulesReviews, authorize, admit
+/// node writes, then hand the request on within the limits.
 pub async fn enforce(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     let who = match authenticate(&guard, &request) {
@@ -275,6 +277,12 @@ pub async fn enforce(State(guard): State<Arc<Guard>>, request: Request, next: Ne
         && attrs.resource == "selfsubjectaccessreviews"
     {
         return self_subject_access_review(&guard, &who, request).await;
+    }
+    if attrs.resource_request
+        && attrs.group == "authorization.k8s.io"
+        && attrs.resource == "selfsubjectrulesreviews"
+    {
+        return rules_review::self_subject_rules_review(&who, request).await;
     }
     let request = match admit_node_create(&who, &attrs, request).await {
         Ok(request) => request,
