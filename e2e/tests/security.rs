@@ -458,6 +458,57 @@ async fn a_node_may_do_what_its_agent_needs_and_nothing_else() {
             .trim(),
         "yes"
     );
+    // `can-i --list`: everything for the admin; for the node its own
+    // rules, with its name where they hold only for its own objects, and
+    // a warning that the rules hanging on its pods are not listed.
+    let row = |out: &str, resource: &str, rest: &[&str]| {
+        out.lines().any(|line| {
+            line.split_whitespace().next() == Some(resource)
+                && rest.iter().all(|part| line.contains(part))
+        })
+    };
+    let admin_list = kubectl.ok(&["auth", "can-i", "--list"]).await;
+    assert!(row(&admin_list, "*.*", &["[*]"]), "{admin_list}");
+    let mut args = vec!["auth", "can-i", "--list", "-n", "kube-node-lease"];
+    args.extend(as_node);
+    let listed = kubectl.run(&args).await;
+    assert!(listed.success, "{}", listed.stderr);
+    let out = &listed.stdout;
+    assert!(
+        row(out, "nodes", &["[n1]", "[create update patch]"]),
+        "{out}"
+    );
+    assert!(
+        row(out, "leases.coordination.k8s.io", &["[n1]", "update"]),
+        "{out}"
+    );
+    assert!(
+        row(
+            out,
+            "endpointslices.discovery.k8s.io",
+            &["[get list watch]"]
+        ),
+        "{out}"
+    );
+    assert!(!row(out, "services", &["create"]), "{out}");
+    assert!(!row(out, "*.*", &[]), "{out}");
+    assert!(listed.stderr.contains("incomplete"), "{}", listed.stderr);
+    let (status, answer) = admin
+        .send_bytes(
+            Method::POST,
+            "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+            Some(Bytes::from_static(b"not a review")),
+        )
+        .await
+        .expect("a review");
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let answer: Value = serde_json::from_slice(&answer).expect("a Status");
+    assert_eq!(
+        (answer["kind"].as_str(), answer["reason"].as_str()),
+        (Some("Status"), Some("BadRequest")),
+        "{answer}"
+    );
+
     let mut args = vec!["create", "service", "clusterip", "web", "--tcp=80"];
     args.extend(as_node);
     let err = kubectl.fails(&args, None).await;
