@@ -239,7 +239,6 @@ pub struct Recorded {
     /// Element batches passed to `write_elements`, each as its
     /// equivalent `nft` commands.
     pub batches: Vec<String>,
-
     /// Argument lists passed to `conntrack`, in order.
     pub conntrack: Vec<Vec<String>>,
     /// What `outline` answers. A script that builds the table makes it

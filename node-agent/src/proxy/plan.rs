@@ -23,9 +23,9 @@
 //! An endpoint change is therefore a handful of element commands (the
 //! slots, and the dispatch element when N changes) and never reads or
 //! writes a chain of another service. A pick chain comes with those of
-//! every smaller count, and once planned stays for the planner's life
-//! even when no service uses it, so that counts that come and go need no
-//! chain commands at all. Hairpin traffic (a pod reaching
+//! the eight counts below it, and once planned stays for the planner's
+//! life even when no service uses it, so that counts that come and go
+//! need no chain commands at all. Hairpin traffic (a pod reaching
 //! itself through a service) is masqueraded in postrouting by the
 //! `hairpin` set, an `addr . addr` pair per endpoint in the node's pod
 //! CIDR.
@@ -70,6 +70,8 @@ const FIXED: &str = "";
 const TOUCHED_ELEMENTS_FLOOR: usize = 1024;
 /// The owner of the HostPort part.
 const HOSTPORTS: &str = "hostports";
+/// How many smaller counts come with a new pick chain.
+const LOWER_PICK_CHAINS: usize = 8;
 
 /// One ready endpoint of a service port.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -474,15 +476,15 @@ impl Planner {
                 self.touched.chains.insert(name.clone());
             }
         }
-        // A new pick chain comes with every smaller count of its kind: a
-        // service that loses endpoints then needs no chain that is not
-        // there yet (a chain is written by `nft`, which first reads the
-        // whole table back), only elements.
+        // A new pick chain comes with the smaller counts of its kind just
+        // below it: a service that loses an endpoint or a few then needs
+        // no chain that is not there yet (a chain is written by `nft`,
+        // which first reads the whole table back), only elements.
         for name in new_chains {
             let Some((path, proto, n)) = Path::of_pick_chain(&name) else {
                 continue;
             };
-            for k in 1..n {
+            for k in n.saturating_sub(LOWER_PICK_CHAINS).max(1)..n {
                 let lower = path.chain(proto, k);
                 if !self.rs.chains.contains_key(&lower) {
                     let chain = path.pick_chain(&self.node, proto, k);

@@ -12,9 +12,10 @@ use super::{Firewall, Planner, Result, Ruleset, Touched, UdpPort, render};
 /// How a sync reached the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncKind {
-    /// The whole table was written: rebuilt in one `nft` transaction
-    /// over an existing table, or declared by `nft` and filled over
-    /// netlink when there was none.
+    /// The whole table was written: declared by `nft` and filled over
+    /// netlink when there was none, its maps emptied and refilled in one
+    /// batch when it had the planned structure, replaced by one `nft`
+    /// transaction otherwise.
     Full,
     /// Only the differing chains, sets and elements were written.
     Partial,

@@ -1058,3 +1058,22 @@ fn a_change_that_rewrites_a_chain_is_one_nft_script() {
     // Every element command names its set.
     assert!(!script.contains("ip knit  "), "{script}");
 }
+
+#[test]
+fn a_large_endpoint_count_brings_only_the_counts_just_below_it() {
+    let eps: Vec<String> = (0..40).map(|i| format!("10.0.2.{}", i + 10)).collect();
+    let eps: Vec<(&str, &str, bool)> = eps.iter().map(|ip| (ip.as_str(), "node-2", true)).collect();
+    let mut planner = Planner::new(node());
+    planner.apply_service(&service_test(json!({})));
+    planner.apply_slice(&slice("service-test", "http", "TCP", 8080, &eps));
+    let picks: Vec<String> = planner
+        .ruleset()
+        .chains
+        .keys()
+        .filter(|c| is_pick_chain(c))
+        .cloned()
+        .collect();
+    // 40 and the eight counts below it, not 1 to 39.
+    let expected: Vec<String> = (32..=40).map(|n| format!("cluster-tcp-{n}")).collect();
+    assert_eq!(picks, expected);
+}
