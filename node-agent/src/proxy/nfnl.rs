@@ -1,5 +1,6 @@
-//! Map and set elements written to `ip knit` over netfilter netlink, in
-//! one batch (one kernel transaction), without the `nft` CLI.
+//! `ip knit` over netfilter netlink, without the `nft` CLI: map and set
+//! elements written in one batch (one kernel transaction), and the table
+//! read back (its outline, and lookups of chosen elements).
 //!
 //! Why: at 10,000 services the table holds some 120,000 elements. `nft`
 //! spends about a second parsing them for a full sync, and for every
@@ -13,7 +14,9 @@
 //! `10.3.240.5 . tcp . 80` → `goto cluster-tcp-2`) into the bytes the
 //! kernel stores for the set's declared type; [`encode`] builds the
 //! batch; a [`Conn`] (a socket in the node's namespace, kept open) hands
-//! it to the kernel and reads every acknowledgement.
+//! it to the kernel and reads every acknowledgement, and answers the
+//! drift check's questions ([`Conn::outline`], [`Conn::has_elements`])
+//! in milliseconds where `nft`'s listing takes seconds.
 
 use std::collections::HashMap;
 use std::io;
@@ -373,7 +376,7 @@ struct Builder {
 impl Builder {
     /// Starts a message; returns where its length goes.
     fn header(&mut self, kind: u16, flags: u16, family: u8, res_id: u16) -> usize {
-        self.seq += 1;
+        self.seq = self.seq.wrapping_add(1);
         let at = self.out.len();
         self.out.extend_from_slice(&0u32.to_ne_bytes()); // length, patched
         self.out.extend_from_slice(&kind.to_ne_bytes());
@@ -636,9 +639,11 @@ impl Conn {
                 return false;
             }
             let errno = -(u32_at(message, 16) as i32);
-            let Some(local) = seq.checked_sub(base) else {
+            // This batch's numbers, counted from 1 as `encode` made them.
+            let local = seq.wrapping_sub(base);
+            if local == 0 || local > batch.count {
                 return false;
-            };
+            }
             if local == batch.begin_seq {
                 // The commit itself failed: no other answer follows.
                 outcome = Some(SendError::Refused {
