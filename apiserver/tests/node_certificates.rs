@@ -9,17 +9,12 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use knit_apiserver::auth::pki::Pki;
 use knit_apiserver::auth::tls::Peer;
-use knit_apiserver::auth::tokens::{JoinToken, Tokens};
-use knit_apiserver::auth::{
-    Guard, Identity, SERVING_CERTIFICATE_PATH, ServingCertificate, limits, nodecerts, secure,
-};
+use knit_apiserver::auth::{Identity, SERVING_CERTIFICATE_PATH, ServingCertificate, nodecerts};
 use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -29,45 +24,16 @@ const FAKE_NODE_TOKEN: &str = "no-group-token";
 const ADMIN_TOKEN: &str = "admin-token";
 const USER_TOKEN: &str = "user-token";
 
-struct Secured {
-    app: Router,
-    pki: Arc<Pki>,
-    join: JoinToken,
-    _api: common::TestApi,
-    _dir: tempfile::TempDir,
-}
+type Secured = common::SecuredApi;
 
 async fn secured() -> Secured {
-    let api = common::start().await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let pki = Arc::new(Pki::load_or_create(&dir.path().join("tls")).expect("a CA"));
-    let file = dir.path().join("tokens.csv");
-    std::fs::write(
-        &file,
-        format!(
-            "{NODE_TOKEN},system:node:n1,1,\"system:nodes\"\n\
-             {FAKE_NODE_TOKEN},system:node:n1,2\n\
-             {ADMIN_TOKEN},root,3,\"system:masters\"\n\
-             {USER_TOKEN},alice,4\n"
-        ),
-    )
-    .expect("a token file");
-    let join = JoinToken::generate(&pki.ca_hash());
-    let tokens = Tokens::load(Some(&file), Some(join.clone())).expect("tokens");
-    let guard = Arc::new(Guard {
-        state: api.state.clone(),
-        tokens,
-        pki: pki.clone(),
-        limits: limits::Limits::new(100, 10),
-    });
-    let app = secure(api.router.clone(), guard);
-    Secured {
-        app,
-        pki,
-        join,
-        _api: api,
-        _dir: dir,
-    }
+    common::secured(&format!(
+        "{NODE_TOKEN},system:node:n1,1,\"system:nodes\"\n\
+         {FAKE_NODE_TOKEN},system:node:n1,2\n\
+         {ADMIN_TOKEN},root,3,\"system:masters\"\n\
+         {USER_TOKEN},alice,4\n"
+    ))
+    .await
 }
 
 /// How a request proves who it is.

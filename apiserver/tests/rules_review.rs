@@ -7,18 +7,13 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use axum::Router;
 use axum::body::Body;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
+use knit_apiserver::auth::Identity;
 use knit_apiserver::auth::authz::{
     Attributes, DISCOVERY_URLS, Decision, NODE_RULES, ResourceRule, RuleList, authorize, rules_for,
 };
-use knit_apiserver::auth::pki::Pki;
-use knit_apiserver::auth::tokens::Tokens;
-use knit_apiserver::auth::{Guard, Identity, limits, secure};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -321,36 +316,14 @@ async fn what_is_listed_is_what_is_allowed() {
 const NODE_TOKEN: &str = "node-n1-token";
 const ADMIN_TOKEN: &str = "admin-token";
 
-struct Secured {
-    app: Router,
-    _api: common::TestApi,
-    _dir: tempfile::TempDir,
-}
+type Secured = common::SecuredApi;
 
 async fn secured() -> Secured {
-    let api = common::start().await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let pki = Arc::new(Pki::load_or_create(&dir.path().join("tls")).expect("a CA"));
-    let file = dir.path().join("tokens.csv");
-    std::fs::write(
-        &file,
-        format!(
-            "{NODE_TOKEN},system:node:n1,1,\"system:nodes\"\n\
-             {ADMIN_TOKEN},root,3,\"system:masters\"\n"
-        ),
-    )
-    .expect("a token file");
-    let guard = Arc::new(Guard {
-        state: api.state.clone(),
-        tokens: Tokens::load(Some(&file), None).expect("tokens"),
-        pki,
-        limits: limits::Limits::new(100, 10),
-    });
-    Secured {
-        app: secure(api.router.clone(), guard),
-        _api: api,
-        _dir: dir,
-    }
+    common::secured(&format!(
+        "{NODE_TOKEN},system:node:n1,1,\"system:nodes\"\n\
+         {ADMIN_TOKEN},root,3,\"system:masters\"\n"
+    ))
+    .await
 }
 
 impl Secured {

@@ -141,3 +141,45 @@ impl TestApi {
         events
     }
 }
+
+/// An in-process API behind the real security layer (authentication,
+/// authorization, limits), with a CA and a token file of its own.
+pub struct SecuredApi {
+    /// The router with the security layer in front.
+    pub app: Router,
+    /// The cluster CA that signs its certificates.
+    pub pki: Arc<knit_apiserver::auth::pki::Pki>,
+    /// The join token it accepts.
+    pub join: knit_apiserver::auth::tokens::JoinToken,
+    _api: TestApi,
+    _dir: tempfile::TempDir,
+}
+
+/// A [`SecuredApi`] whose token file holds `token_lines` (kube-apiserver's
+/// `token,user,uid,"group,..."` lines).
+pub async fn secured(token_lines: &str) -> SecuredApi {
+    use knit_apiserver::auth::pki::Pki;
+    use knit_apiserver::auth::tokens::{JoinToken, Tokens};
+    use knit_apiserver::auth::{Guard, limits, secure};
+
+    let api = start().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pki = Arc::new(Pki::load_or_create(&dir.path().join("tls")).expect("a CA"));
+    let file = dir.path().join("tokens.csv");
+    std::fs::write(&file, token_lines).expect("a token file");
+    let join = JoinToken::generate(&pki.ca_hash());
+    let tokens = Tokens::load(Some(&file), Some(join.clone())).expect("tokens");
+    let guard = Arc::new(Guard {
+        state: api.state.clone(),
+        tokens,
+        pki: pki.clone(),
+        limits: limits::Limits::new(100, 10),
+    });
+    SecuredApi {
+        app: secure(api.router.clone(), guard),
+        pki,
+        join,
+        _api: api,
+        _dir: dir,
+    }
+}
