@@ -12,12 +12,10 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use http::{Method, Request, StatusCode};
-use http_body_util::BodyExt;
 use knit_apiserver::auth::tls::Peer;
 use knit_apiserver::auth::{Identity, SERVING_CERTIFICATE_PATH, ServingCertificate, nodecerts};
 use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 const NODE_TOKEN: &str = "node-n1-token";
 const FAKE_NODE_TOKEN: &str = "no-group-token";
@@ -73,18 +71,7 @@ impl Secured {
             };
             request.extensions_mut().insert(ConnectInfo(peer));
         }
-        let response = self.app.clone().oneshot(request).await.expect("a response");
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("a body")
-            .to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        self.send(request).await
     }
 }
 

@@ -9,13 +9,11 @@ mod common;
 
 use axum::body::Body;
 use http::{Method, Request, StatusCode};
-use http_body_util::BodyExt;
 use knit_apiserver::auth::Identity;
 use knit_apiserver::auth::authz::{
     Attributes, DISCOVERY_URLS, Decision, NODE_RULES, ResourceRule, RuleList, authorize, rules_for,
 };
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 const VERBS: &[&str] = &[
     "get",
@@ -345,18 +343,7 @@ impl Secured {
                 .header("impersonate-group", group);
         }
         let request = request.body(Body::from(body)).expect("a request");
-        let response = self.app.clone().oneshot(request).await.expect("a response");
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("a body")
-            .to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        self.send(request).await
     }
 }
 

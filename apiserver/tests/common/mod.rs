@@ -155,6 +155,25 @@ pub struct SecuredApi {
     _dir: tempfile::TempDir,
 }
 
+impl SecuredApi {
+    /// Sends `request` through the security layer: the status and the
+    /// JSON body (`Null` when there is none).
+    pub async fn send(&self, request: Request<Body>) -> (http::StatusCode, Value) {
+        let response = self.app.clone().oneshot(request).await.expect("a response");
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+}
+
 /// A [`SecuredApi`] whose token file holds `token_lines` (kube-apiserver's
 /// `token,user,uid,"group,..."` lines).
 pub async fn secured(token_lines: &str) -> SecuredApi {
