@@ -743,12 +743,9 @@ fn elements_written_over_netlink_read_back_as_planned() -> Result<()> {
         .iter()
         .filter_map(|(name, set)| Some((name.clone(), Codec::for_set(set.kind, &set.spec)?)))
         .collect();
-    let add = |set: &str, elements: &[(&str, &str)]| SetWrites {
-        set: set.into(),
-        adds: elements
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+    let add = |set: &'static str, elements: &[(&'static str, &'static str)]| SetWrites {
+        set,
+        adds: elements.to_vec(),
         ..SetWrites::default()
     };
     let planned = [
@@ -782,10 +779,10 @@ fn elements_written_over_netlink_read_back_as_planned() -> Result<()> {
         )
     };
     for w in &planned {
-        let listing = list(&w.set)?;
+        let listing = list(w.set)?;
         for (key, value) in &w.adds {
             let shown = if value.is_empty() {
-                key.clone()
+                key.to_string()
             } else {
                 format!("{key} : {value}")
             };
@@ -809,9 +806,9 @@ fn elements_written_over_netlink_read_back_as_planned() -> Result<()> {
     // A changed value is a delete and an add in one batch; a flush
     // empties the map.
     let change = [SetWrites {
-        set: "endpoints-tcp".into(),
-        deletes: vec!["10.3.241.152 . 80 . 1".into()],
-        adds: vec![("10.3.241.152 . 80 . 1".into(), "10.0.3.2 . 8080".into())],
+        set: "endpoints-tcp",
+        deletes: vec!["10.3.241.152 . 80 . 1"],
+        adds: vec![("10.3.241.152 . 80 . 1", "10.0.3.2 . 8080")],
         ..SetWrites::default()
     }];
     fw.write_elements(&change, &codecs)?;
@@ -822,7 +819,7 @@ fn elements_written_over_netlink_read_back_as_planned() -> Result<()> {
     );
     assert!(!listing.contains("10.0.2.2"), "{listing}");
     let flush = [SetWrites {
-        set: "endpoints-tcp".into(),
+        set: "endpoints-tcp",
         flush: true,
         ..SetWrites::default()
     }];

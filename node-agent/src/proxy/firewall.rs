@@ -201,7 +201,7 @@ impl Firewall for LinuxFirewall {
         codecs: &HashMap<String, Codec>,
     ) -> Result<Option<u32>> {
         let batch = nfnl::encode(table_name(), writes, codecs).map_err(Error::Elements)?;
-        let ((), generation) = self.committing(|conn| conn.send(&batch).map_err(Error::from))?;
+        let ((), generation) = self.committing(|conn| conn.send(batch).map_err(Error::from))?;
         Ok(generation)
     }
 

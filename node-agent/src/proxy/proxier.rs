@@ -114,22 +114,12 @@ impl<F: Firewall> Proxier<F> {
             Some(old) if touched.elements_all => Touched::between(old, next),
             _ => touched,
         };
-        let partial = applied.and_then(|old| render::partial_touched(old, next, &touched));
-        let planned = match partial {
-            Some(txn) if txn.is_empty() => Ok((SyncKind::Unchanged, txn)),
-            Some(txn) => Ok((SyncKind::Partial, txn)),
-            None => self.fw.outline().map(|existing| {
-                let txn = render::full_transaction(next, existing.as_ref());
-                (SyncKind::Full, txn)
-            }),
-        };
-        let committed = planned.and_then(|(kind, txn)| {
-            if kind != SyncKind::Unchanged {
-                self.generation = self.commit(&txn)?;
-            }
-            Ok((kind, txn))
-        });
-        let (kind, txn) = match committed {
+        let Written {
+            kind,
+            generation,
+            script_bytes,
+            elements,
+        } = match write(&self.fw, applied, next, &touched) {
             Ok(done) => done,
             Err(err) => {
                 self.in_sync = false;
@@ -138,6 +128,9 @@ impl<F: Firewall> Proxier<F> {
                 return Err(err);
             }
         };
+        if kind != SyncKind::Unchanged {
+            self.generation = generation;
+        }
 
         let conntrack = match &self.udp {
             Some(before) if kind == SyncKind::Full => stale_udp(before, &next.udp),
@@ -177,18 +170,6 @@ impl<F: Firewall> Proxier<F> {
             }
         }
         self.in_sync = true;
-        let (script_bytes, elements) = match &txn {
-            Transaction::Script(script) => (script.len(), 0),
-            Transaction::Elements {
-                prepare,
-                writes,
-                cleanup,
-                ..
-            } => (
-                prepare.len() + cleanup.len(),
-                writes.iter().map(|w| w.deletes.len() + w.adds.len()).sum(),
-            ),
-        };
         Ok(SyncReport {
             kind,
             script_bytes,
@@ -197,35 +178,6 @@ impl<F: Firewall> Proxier<F> {
             conntrack,
             conntrack_errors,
         })
-    }
-
-    /// Applies one transaction; the generation after it when no one else
-    /// committed in between its steps.
-    fn commit(&self, txn: &Transaction) -> Result<Option<u32>> {
-        match txn {
-            Transaction::Script(script) => self.fw.apply(script),
-            Transaction::Elements {
-                prepare,
-                writes,
-                codecs,
-                cleanup,
-            } => {
-                let mut steps = Vec::new();
-                if !prepare.is_empty() {
-                    steps.push(self.fw.apply(prepare)?);
-                }
-                if !writes.is_empty() {
-                    steps.push(self.fw.write_elements(writes, codecs)?);
-                }
-                if !cleanup.is_empty() {
-                    steps.push(self.fw.apply(cleanup)?);
-                }
-                // Each step knows only that it alone moved the generation;
-                // all of them together say nobody came between.
-                let ours = steps.iter().all(Option::is_some);
-                Ok(steps.last().copied().flatten().filter(|_| ours))
-            }
-        }
     }
 
     /// Compares the kernel's table with the last applied ruleset (chains,
@@ -263,6 +215,94 @@ impl<F: Firewall> Proxier<F> {
         let next = last.clone();
         self.sync(next)?;
         Ok(true)
+    }
+}
+
+/// What [`write`] did.
+struct Written {
+    kind: SyncKind,
+    /// The generation after it, when no one else committed meanwhile.
+    generation: Option<u32>,
+    /// Bytes of `nft` scripts run.
+    script_bytes: usize,
+    /// Elements written or deleted over netlink.
+    elements: usize,
+}
+
+/// Turns `next` into a transaction (a partial one against `applied`,
+/// the table the kernel holds, when it is known) and applies it.
+fn write<F: Firewall>(
+    fw: &F,
+    applied: Option<&Ruleset>,
+    next: &Ruleset,
+    touched: &Touched,
+) -> Result<Written> {
+    let existing;
+    let (kind, txn) = match applied.and_then(|old| render::partial_touched(old, next, touched)) {
+        Some(txn) if txn.is_empty() => {
+            return Ok(Written {
+                kind: SyncKind::Unchanged,
+                generation: None,
+                script_bytes: 0,
+                elements: 0,
+            });
+        }
+        Some(txn) => (SyncKind::Partial, txn),
+        None => {
+            existing = fw.outline()?;
+            (
+                SyncKind::Full,
+                render::full_transaction(next, existing.as_ref()),
+            )
+        }
+    };
+    let generation = commit(fw, &txn)?;
+    let (script_bytes, elements) = match &txn {
+        Transaction::Script(script) => (script.len(), 0),
+        Transaction::Elements {
+            prepare,
+            writes,
+            cleanup,
+            ..
+        } => (
+            prepare.len() + cleanup.len(),
+            writes.iter().map(|w| w.deletes.len() + w.adds.len()).sum(),
+        ),
+    };
+    Ok(Written {
+        kind,
+        generation,
+        script_bytes,
+        elements,
+    })
+}
+
+/// Applies one transaction; the generation after it when no one else
+/// committed in between its steps.
+fn commit<F: Firewall>(fw: &F, txn: &Transaction<'_>) -> Result<Option<u32>> {
+    match txn {
+        Transaction::Script(script) => fw.apply(script),
+        Transaction::Elements {
+            prepare,
+            writes,
+            codecs,
+            cleanup,
+        } => {
+            let mut steps = Vec::new();
+            if !prepare.is_empty() {
+                steps.push(fw.apply(prepare)?);
+            }
+            if !writes.is_empty() {
+                steps.push(fw.write_elements(writes, codecs)?);
+            }
+            if !cleanup.is_empty() {
+                steps.push(fw.apply(cleanup)?);
+            }
+            // Each step knows only that it alone moved the generation;
+            // all of them together say nobody came between.
+            let ours = steps.iter().all(Option::is_some);
+            Ok(steps.last().copied().flatten().filter(|_| ours))
+        }
     }
 }
 

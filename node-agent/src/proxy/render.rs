@@ -20,7 +20,7 @@ const COMMENT: &str = "knit service proxy: rewritten by the node agent";
 
 /// How one sync reaches the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Transaction {
+pub enum Transaction<'a> {
     /// One `nft -f` script, one kernel transaction.
     Script(String),
     /// Element writes in one netlink batch (one kernel transaction):
@@ -31,8 +31,8 @@ pub enum Transaction {
     Elements {
         /// `nft` script run before the batch.
         prepare: String,
-        /// The batch, set by set.
-        writes: Vec<SetWrites>,
+        /// The batch, set by set, borrowed from the plans it came from.
+        writes: Vec<SetWrites<'a>>,
         /// How each written set's elements are encoded.
         codecs: HashMap<String, Codec>,
         /// `nft` script run after the batch.
@@ -40,7 +40,7 @@ pub enum Transaction {
     },
 }
 
-impl Transaction {
+impl Transaction<'_> {
     /// Whether it changes nothing.
     pub fn is_empty(&self) -> bool {
         match self {
@@ -70,7 +70,7 @@ impl Transaction {
 }
 
 /// `writes` as `nft` element commands, in the batch's order.
-pub fn element_commands(writes: &[SetWrites]) -> String {
+pub fn element_commands(writes: &[SetWrites<'_>]) -> String {
     let mut out = String::new();
     for w in writes.iter().filter(|w| w.flush) {
         let _ = writeln!(out, "flush set {TABLE} {}", w.set);
@@ -80,7 +80,7 @@ pub fn element_commands(writes: &[SetWrites]) -> String {
     out
 }
 
-fn delete_commands(writes: &[SetWrites], out: &mut String) {
+fn delete_commands(writes: &[SetWrites<'_>], out: &mut String) {
     for w in writes {
         for key in &w.deletes {
             let _ = writeln!(out, "delete element {TABLE} {} {{ {key} }}", w.set);
@@ -88,7 +88,7 @@ fn delete_commands(writes: &[SetWrites], out: &mut String) {
     }
 }
 
-fn add_commands(writes: &[SetWrites], out: &mut String) {
+fn add_commands(writes: &[SetWrites<'_>], out: &mut String) {
     for w in writes {
         for (key, value) in &w.adds {
             let kind = if value.is_empty() {
@@ -96,20 +96,23 @@ fn add_commands(writes: &[SetWrites], out: &mut String) {
             } else {
                 SetKind::Map
             };
-            add_element(out, &w.set, kind, key, value);
+            add_element(out, w.set, kind, key, value);
         }
     }
 }
 
 /// The codec of every set of `rs` whose elements can go over netlink;
 /// `None` if one with planned elements cannot.
-fn codecs_of(rs: &Ruleset, names: impl Iterator<Item = String>) -> Option<HashMap<String, Codec>> {
+fn codecs_of<'n>(
+    rs: &Ruleset,
+    names: impl Iterator<Item = &'n str>,
+) -> Option<HashMap<String, Codec>> {
     let mut out = HashMap::new();
     for name in names {
-        let Some(set) = rs.sets.get(&name) else {
+        let Some(set) = rs.sets.get(name) else {
             continue;
         };
-        out.insert(name, Codec::for_set(set.kind, &set.spec)?);
+        out.insert(name.to_string(), Codec::for_set(set.kind, &set.spec)?);
     }
     Some(out)
 }
@@ -125,9 +128,9 @@ fn codecs_of(rs: &Ruleset, names: impl Iterator<Item = String>) -> Option<HashMa
 ///   sets agree): one netlink batch empties every map and set and fills
 ///   them again, atomically (an agent restart, a relist after a failure);
 /// - anything else: one `nft` script replaces the table atomically.
-pub fn full_transaction(rs: &Ruleset, existing: Option<&Outline>) -> Transaction {
+pub fn full_transaction<'a>(rs: &'a Ruleset, existing: Option<&Outline>) -> Transaction<'a> {
     let statics = rs.sets.iter().filter(|(_, s)| !s.dynamic);
-    let Some(codecs) = codecs_of(rs, statics.map(|(name, _)| name.clone())) else {
+    let Some(codecs) = codecs_of(rs, statics.map(|(name, _)| name.as_str())) else {
         return Transaction::Script(full(rs));
     };
     let prepare = match existing {
@@ -146,12 +149,12 @@ pub fn full_transaction(rs: &Ruleset, existing: Option<&Outline>) -> Transaction
         .iter()
         .filter(|(name, _)| codecs.contains_key(*name))
         .map(|(name, set)| SetWrites {
-            set: name.clone(),
+            set: name,
             flush: !fresh,
             adds: set
                 .elements
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect(),
             ..SetWrites::default()
         })
@@ -261,7 +264,7 @@ fn declarations(rs: &Ruleset, out: &mut String) {
 /// the caller then syncs fully. An empty transaction means nothing
 /// changed. Walks both tables; [`partial_touched`] looks only at what a
 /// planner says it touched.
-pub fn partial(old: &Ruleset, new: &Ruleset) -> Option<Transaction> {
+pub fn partial<'a>(old: &'a Ruleset, new: &'a Ruleset) -> Option<Transaction<'a>> {
     partial_touched(old, new, &Touched::between(old, new))
 }
 
@@ -274,7 +277,11 @@ pub fn partial(old: &Ruleset, new: &Ruleset) -> Option<Transaction> {
 /// netlink; a new chain is declared before them and a chain nothing
 /// points to any more deleted after them. Otherwise the whole change is
 /// one `nft` script, so that rules and elements change together.
-pub fn partial_touched(old: &Ruleset, new: &Ruleset, touched: &Touched) -> Option<Transaction> {
+pub fn partial_touched<'a>(
+    old: &'a Ruleset,
+    new: &'a Ruleset,
+    touched: &Touched,
+) -> Option<Transaction<'a>> {
     if touched.elements_all {
         return None;
     }
@@ -313,34 +320,33 @@ pub fn partial_touched(old: &Ruleset, new: &Ruleset, touched: &Touched) -> Optio
     // Elements that went away or now point elsewhere (in sets that stay:
     // a set that goes takes its elements with it), and elements new or
     // changed.
-    let mut writes: BTreeMap<&str, SetWrites> = BTreeMap::new();
-    fn entry<'a, 'k>(
-        writes: &'a mut BTreeMap<&'k str, SetWrites>,
-        set: &'k str,
-    ) -> &'a mut SetWrites {
-        writes.entry(set).or_insert_with(|| SetWrites {
-            set: set.to_string(),
-            ..SetWrites::default()
-        })
-    }
+    let mut writes: BTreeMap<&str, SetWrites<'a>> = BTreeMap::new();
     for (set, key) in &touched.elements {
+        // The names and values borrowed from the tables, which outlive
+        // the transaction (the touched record need not).
+        let Some((set, after)) = new.sets.get_key_value(set) else {
+            continue;
+        };
         let before = old.sets.get(set).filter(|s| !s.dynamic);
-        let after = new.sets.get(set).filter(|s| !s.dynamic);
-        let was = before.and_then(|s| s.elements.get(key));
-        let is = after.and_then(|s| s.elements.get(key));
-        if was == is {
+        let was = before.and_then(|s| s.elements.get_key_value(key));
+        let is = Some(after)
+            .filter(|s| !s.dynamic)
+            .and_then(|s| s.elements.get_key_value(key));
+        if was.map(|(_, v)| v) == is.map(|(_, v)| v) {
             continue;
         }
-        if was.is_some() && new.sets.contains_key(set) {
-            entry(&mut writes, set).deletes.push(key.clone());
+        let entry = writes.entry(set).or_insert_with(|| SetWrites {
+            set,
+            ..SetWrites::default()
+        });
+        if let Some((key, _)) = was {
+            entry.deletes.push(key);
         }
-        if let Some(value) = is {
-            entry(&mut writes, set)
-                .adds
-                .push((key.clone(), value.clone()));
+        if let Some((key, value)) = is {
+            entry.adds.push((key, value));
         }
     }
-    let writes: Vec<SetWrites> = writes.into_values().collect();
+    let writes: Vec<SetWrites<'a>> = writes.into_values().collect();
     // Rules of new chains, changed chains refilled, chains about to go
     // emptied (which drops their references to other doomed chains and
     // sets).
@@ -378,7 +384,7 @@ pub fn partial_touched(old: &Ruleset, new: &Ruleset, touched: &Touched) -> Optio
         }
     }
 
-    let codecs = codecs_of(new, writes.iter().map(|w| w.set.clone()));
+    let codecs = codecs_of(new, writes.iter().map(|w| w.set));
     Some(match codecs {
         Some(codecs) if refill.is_empty() => Transaction::Elements {
             prepare: declare + &fill,
