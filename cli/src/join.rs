@@ -107,23 +107,13 @@ pub async fn join(
         &format!("    token: {}", token.bearer()),
     ))
     .await?;
-    let ask = JoinRequest {
-        node_name: node_name.to_owned(),
-        addresses: vec![node_ip.into()],
-    };
-    let request = http::Request::post(JOIN_PATH)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(serde_json::to_vec(&ask)?)?;
+    let request = node_request(JOIN_PATH, node_name, node_ip)?;
     let answer: JoinResponse = verified
         .request(request)
         .await
         .with_context(|| format!("joining {server} as node {node_name}"))?;
 
-    let tls_dir = state_dir.join("tls");
-    std::fs::create_dir_all(&tls_dir).with_context(|| format!("creating {}", tls_dir.display()))?;
-    let (cert_path, key_path) = serving_paths(state_dir);
-    pki::write_private(&key_path, answer.serving_key.as_bytes())?;
-    std::fs::write(&cert_path, &answer.serving_cert)?;
+    keep_serving(state_dir, &answer.serving_cert, &answer.serving_key)?;
     let yaml = kubeconfig_yaml(
         server,
         &format!("    certificate-authority-data: {}", b64(&answer.ca)),
@@ -233,13 +223,7 @@ pub async fn serving_tls(
         tracing::info!(node = node_name, "serving with the kept certificate");
         return Ok(tls);
     }
-    let ask = JoinRequest {
-        node_name: node_name.to_owned(),
-        addresses: vec![node_ip.into()],
-    };
-    let request = http::Request::post(SERVING_CERTIFICATE_PATH)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(serde_json::to_vec(&ask)?)?;
+    let request = node_request(SERVING_CERTIFICATE_PATH, node_name, node_ip)?;
     let what = || format!("getting node {node_name}'s serving certificate from {server}");
     let answer: ServingCertificate =
         match tokio::time::timeout(SERVING_TIMEOUT, client.request(request)).await {
@@ -268,18 +252,39 @@ pub async fn serving_tls(
         true,
     )
     .with_context(what)?;
-    let tls_dir = state_dir.join("tls");
-    std::fs::create_dir_all(&tls_dir).with_context(|| format!("creating {}", tls_dir.display()))?;
-    let (cert_path, key_path) = serving_paths(state_dir);
-    pki::write_private(&key_path, answer.serving_key.as_bytes())?;
-    std::fs::write(&cert_path, &answer.serving_cert)
-        .with_context(|| format!("writing {}", cert_path.display()))?;
+    keep_serving(state_dir, &answer.serving_cert, &answer.serving_key)?;
     // The server's own text of its CA, so that a joined node's check of
     // it against its token's hash still holds.
     std::fs::write(ca_path(state_dir), &answer.ca)
         .with_context(|| format!("writing {}", ca_path(state_dir).display()))?;
     tracing::info!(node = node_name, "got a serving certificate");
     Ok(tls)
+}
+
+/// A node's request for its certificates at `path` (the join, or the
+/// serving certificate alone).
+fn node_request(
+    path: &str,
+    node_name: &str,
+    node_ip: Ipv4Addr,
+) -> anyhow::Result<http::Request<Vec<u8>>> {
+    let ask = JoinRequest {
+        node_name: node_name.to_owned(),
+        addresses: vec![node_ip.into()],
+    };
+    Ok(http::Request::post(path)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::to_vec(&ask)?)?)
+}
+
+/// Keeps the node's serving certificate and key (owner-only) in
+/// `state_dir/tls`.
+fn keep_serving(state_dir: &Path, cert: &str, key: &str) -> anyhow::Result<()> {
+    let tls_dir = state_dir.join("tls");
+    std::fs::create_dir_all(&tls_dir).with_context(|| format!("creating {}", tls_dir.display()))?;
+    let (cert_path, key_path) = serving_paths(state_dir);
+    pki::write_private(&key_path, key.as_bytes())?;
+    std::fs::write(&cert_path, cert).with_context(|| format!("writing {}", cert_path.display()))
 }
 
 #[cfg(test)]

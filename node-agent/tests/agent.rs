@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{have_root, ip, tag};
+use common::{eventually, have_root, ip, tag};
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -22,7 +22,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, Node, Pod};
 use knit_apiserver::store::sqlite::{History, SqliteStore};
@@ -200,24 +200,6 @@ impl Containers for FakeRuntime {
     fn log_file(&self, _ns: &str, pod: &str, container: &str, previous: bool) -> Option<PathBuf> {
         let path = self.logs.join(format!("{pod}-{container}.log"));
         (!previous && path.exists()).then_some(path)
-    }
-}
-
-/// Polls `f` every 50 ms until it gives `Some`, for at most `secs`.
-async fn eventually<T, F, Fut>(what: &str, secs: u64, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return Ok(v);
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

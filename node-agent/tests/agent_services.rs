@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{cmd, have_root, ip, tag};
+use common::{cmd, eventually, have_root, ip, tag};
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -83,24 +83,6 @@ impl Containers for NoPods {
     }
     fn log_file(&self, _ns: &str, _pod: &str, _c: &str, _previous: bool) -> Option<PathBuf> {
         None
-    }
-}
-
-/// Polls `f` every 20 ms until it gives `Some`, for at most `secs`.
-async fn eventually<T, F, Fut>(what: &str, secs: u64, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return Ok(v);
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -54,3 +54,22 @@ pub fn cmd(program: &str, args: &[&str]) -> Result<String> {
 pub fn ip(args: &[&str]) -> Result<String> {
     cmd("ip", args)
 }
+
+/// Polls `f` every 20 ms until it gives `Some`, for at most `secs`.
+pub async fn eventually<T, F, Fut>(what: &str, secs: u64, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() <= deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
