@@ -199,6 +199,42 @@ pub fn decode_access_review(body: &[u8]) -> Result<Value, DecodeError> {
     }))
 }
 
+/// A `SelfSubjectRulesReview` body (what `kubectl auth can-i --list`
+/// sends), decoded by hand like [`decode_access_review`]: the generated
+/// table does not carry this kind, and only `{2 spec {1 namespace}}`
+/// matters.
+///
+/// # Errors
+/// When the body is not such a message, or is another kind.
+pub fn decode_rules_review(body: &[u8]) -> Result<Value, DecodeError> {
+    const KIND: &str = "SelfSubjectRulesReview";
+    let envelope = body.strip_prefix(MAGIC).ok_or(DecodeError::BadMagic)?;
+    let unknown = Unknown::read(envelope)?;
+    if unknown.kind != KIND {
+        return Err(DecodeError::MissingKind);
+    }
+    let mut spec = serde_json::Map::new();
+    let mut review = wire::Reader::new(unknown.raw);
+    while let Some((tag, raw)) = review.next_field()? {
+        let (2, wire::Raw::Len(bytes)) = (tag, raw) else {
+            continue;
+        };
+        let mut fields = wire::Reader::new(bytes);
+        while let Some((tag, raw)) = fields.next_field()? {
+            if let (1, wire::Raw::Len(b)) = (tag, raw) {
+                let namespace = String::from_utf8_lossy(b).into_owned();
+                spec.insert("namespace".into(), Value::String(namespace));
+            }
+        }
+    }
+    Ok(serde_json::json!({
+        "apiVersion": unknown.api_version,
+        "kind": KIND,
+        "metadata": {},
+        "spec": spec,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use http::StatusCode;
 use knit_api::ApiError;
-use knit_api::protobuf::{DecodeError, MAGIC, wire};
+use knit_api::protobuf::MAGIC;
 use serde_json::{Value, json};
 
 use super::{Identity, authz, json_response, status_response};
@@ -41,7 +41,7 @@ pub(super) async fn self_subject_rules_review(who: &Identity, request: Request) 
 /// `None` when the body is neither.
 fn decode(bytes: &[u8]) -> Option<Value> {
     let mut review = if bytes.starts_with(MAGIC) {
-        decode_protobuf(bytes).ok()?
+        knit_api::protobuf::decode_rules_review(bytes).ok()?
     } else {
         serde_json::from_slice::<Value>(bytes).ok()?
     };
@@ -55,48 +55,6 @@ fn decode(bytes: &[u8]) -> Option<Value> {
     }
     object.entry("metadata").or_insert_with(|| json!({}));
     Some(review)
-}
-
-/// The protobuf form: the `k8s\0` magic, a `runtime.Unknown` {1 typeMeta
-/// {1 apiVersion, 2 kind}, 2 raw}, and in `raw` the review {1 metadata,
-/// 2 spec {1 namespace}}. Only the kind and the namespace matter; the
-/// generated schema does not carry this kind, so it is read by hand.
-fn decode_protobuf(bytes: &[u8]) -> Result<Value, DecodeError> {
-    let envelope = bytes.strip_prefix(MAGIC).ok_or(DecodeError::BadMagic)?;
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let (mut kind, mut raw) = (String::new(), &[][..]);
-    let mut unknown = wire::Reader::new(envelope);
-    while let Some((tag, value)) = unknown.next_field()? {
-        match (tag, value) {
-            (1, wire::Raw::Len(meta)) => {
-                let mut meta = wire::Reader::new(meta);
-                while let Some((tag, value)) = meta.next_field()? {
-                    if let (2, wire::Raw::Len(b)) = (tag, value) {
-                        kind = text(b);
-                    }
-                }
-            }
-            (2, wire::Raw::Len(b)) => raw = b,
-            _ => {}
-        }
-    }
-    if kind != KIND {
-        return Err(DecodeError::MissingKind);
-    }
-    let mut spec = serde_json::Map::new();
-    let mut review = wire::Reader::new(raw);
-    while let Some((tag, value)) = review.next_field()? {
-        let (2, wire::Raw::Len(b)) = (tag, value) else {
-            continue;
-        };
-        let mut fields = wire::Reader::new(b);
-        while let Some((tag, value)) = fields.next_field()? {
-            if let (1, wire::Raw::Len(b)) = (tag, value) {
-                spec.insert("namespace".into(), Value::String(text(b)));
-            }
-        }
-    }
-    Ok(json!({"kind": KIND, "metadata": {}, "spec": spec}))
 }
 
 #[cfg(test)]
